@@ -1,0 +1,39 @@
+"""locedit: does localization inform editing?
+
+Results path grammar (one wildcard per directory level):
+
+    resources/world/{records.json,corpus.txt}          generated fact world (dataset.source: synthetic)
+    resources/models/toy/                              tiny GPT-2 trained on the world (model.source: toy)
+    results/{model}/{dataset}/records.json             validated CounterFact-shaped records (first dataset.limit)
+    results/{model}/{dataset}/facts.parquet            known-fact filter: p_true, p_new, is_correct, ...
+    results/{model}/{dataset}/tracing/...              causal tracing / zeroing shards and tracing.parquet
+    results/{model}/{dataset}/editing/...              edit shards and edits.parquet
+    results/{model}/{dataset}/analysis/...             regressions, tables
+    results/{model}/{dataset}/figures/...              seaborn figures (PNG + PDF)
+    logs/{rule}/{model}/{dataset}/...                  one log per job
+    benchmarks/{rule}/{model}/{dataset}/...            Snakemake benchmark tables of expensive jobs
+"""
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/tracing.smk"
+include: "workflow/rules/editing.smk"
+include: "workflow/rules/analysis.smk"
+
+
+rule all:
+    input:
+        data_targets(),
+        tracing_targets(),
+        editing_targets(),
+        analysis_targets(),
+    default_target: True

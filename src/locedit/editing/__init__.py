@@ -1,0 +1,1 @@
+"""Model editing: ROME, MEMIT and constrained finetuning under the five editing problems."""

@@ -1,0 +1,105 @@
+"""Edit-success metrics as pure formulas on pre-/post-edit probabilities (paper-spec §7).
+
+Normalised scores (Hase et al. §3.4), each in [0, 1], 1 = best:
+
+* rewrite / paraphrase, maximisation: ``recovered = 1 - (1 - post) / (1 - pre)`` floored at
+  :data:`RECOVERED_FLOOR` (the authors' code; negative changes become ≈ 0);
+* rewrite / paraphrase, fact erasure: ``erased = max(0, (pre - post) / pre)``, the fraction of the
+  original probability removed (authors' code; the paper prints only the objective);
+* neighborhood: ``1 - |post - pre| / (0.5 + |pre - 0.5|)`` (the denominator is the largest
+  possible absolute change, ``max(pre, 1 - pre)``);
+* overall: the arithmetic mean of rewrite, paraphrase and neighborhood (paper; the code's CSV
+  ``target_score`` is a harmonic mean, see paper-spec §15 item 19);
+* essence: ``1 - clip(ppl_post - ppl_pre, 0, cap) / cap`` with cap 5 (App. B).
+
+Unscaled metrics (Meng et al., ROME §3.3) compare the target ``y`` with a contrast object ``b``:
+success is ``p(y) > p(b)`` (``p(b) > p(y)`` for erasure), magnitude the signed difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+#: The authors' floor of the recovered fraction (``evaluate.py``).
+RECOVERED_FLOOR = 2e-8
+
+
+def recovered_fraction(pre: float, post: float) -> float:
+    """Improvement of ``p`` as a fraction of the largest possible one, floored at 2e-8."""
+    if pre >= 1.0:  # nothing left to gain; an unchanged certainty counts as complete
+        return 1.0 if post >= 1.0 else RECOVERED_FLOOR
+    return max(RECOVERED_FLOOR, 1.0 - (1.0 - post) / (1.0 - pre))
+
+
+def erased_fraction(pre: float, post: float) -> float:
+    """Fraction of the original probability removed, ``max(0, (pre - post) / pre)``."""
+    if pre <= 0.0:
+        return 0.0
+    return max(0.0, (pre - post) / pre)
+
+
+def target_score(pre: float, post: float, *, minimize: bool) -> float:
+    """Rewrite/paraphrase score of one prompt: erased fraction for erasure, else recovered."""
+    return erased_fraction(pre, post) if minimize else recovered_fraction(pre, post)
+
+
+def neighborhood_score(pre: float, post: float) -> float:
+    """``1 - |post - pre| / max(pre, 1 - pre)``: 1 = unchanged, 0 = maximal change."""
+    return 1.0 - abs(post - pre) / (0.5 + abs(pre - 0.5))
+
+
+def essence_score(ppl_pre: float, ppl_post: float, *, cap: float = 5.0) -> float:
+    """``1 - clip(Δppl, 0, cap) / cap``: 1 = no perplexity increase, 0 = increase ≥ cap."""
+    if cap <= 0:
+        raise ValueError(f"editing.essence.cap must be > 0, got {cap}")
+    return 1.0 - float(np.clip(ppl_post - ppl_pre, 0.0, cap)) / cap
+
+
+def aggregate(
+    pre: Sequence[float],
+    post: Sequence[float],
+    score_fn,
+    how: str = "mean",
+) -> tuple[float, float, float]:
+    """``(score, mean pre, mean post)`` over prompts; ``how='first'`` keeps prompt 0 only (code).
+
+    The score is the mean of per-prompt scores (not the score of mean probabilities). An empty
+    prompt list gives NaNs.
+    """
+    if how not in ("mean", "first"):
+        raise ValueError(f"editing.paraphrase_aggregation must be 'mean' or 'first', got {how!r}")
+    pre, post = list(pre), list(post)
+    if len(pre) != len(post):
+        raise ValueError(f"{len(pre)} pre-edit but {len(post)} post-edit probabilities")
+    if not pre:
+        return float("nan"), float("nan"), float("nan")
+    if how == "first":
+        pre, post = pre[:1], post[:1]
+    scores = [score_fn(a, b) for a, b in zip(pre, post)]
+    return float(np.mean(scores)), float(np.mean(pre)), float(np.mean(post))
+
+
+def unscaled(
+    p_target: Sequence[float], p_contrast: Sequence[float], *, target_wins: bool = True
+) -> tuple[float, float]:
+    """ROME's ``(success rate, mean magnitude)`` on one prompt family.
+
+    Args:
+        p_target / p_contrast: post-edit probabilities of the two objects on each prompt.
+        target_wins: success is ``p_target > p_contrast`` (else the reverse); the magnitude is the
+            mean difference in the same direction.
+    """
+    a = np.asarray(p_target, dtype=np.float64)
+    b = np.asarray(p_contrast, dtype=np.float64)
+    if a.size == 0:
+        return float("nan"), float("nan")
+    diff = a - b if target_wins else b - a
+    return float(np.mean(diff > 0)), float(np.mean(diff))
+
+
+def overall_score(rewrite: float, paraphrase: float, neighborhood: float) -> float:
+    """Arithmetic mean of the three edit scores, ignoring a missing (NaN) family."""
+    vals = [v for v in (rewrite, paraphrase, neighborhood) if not np.isnan(v)]
+    return float(np.mean(vals)) if vals else float("nan")

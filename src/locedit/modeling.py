@@ -1,0 +1,69 @@
+"""Loading models and tokenizers once per job, with explicit device and dtype.
+
+The built-in toy model is saved with ``save_pretrained`` and loaded through exactly the same
+``AutoModelForCausalLM`` / ``AutoTokenizer`` path as a hub id or a local checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch; CPU results are then bit-identical run to run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
+    """Tokenizer of ``source`` with a pad token (EOS when it has none) for batched scoring."""
+    tok = AutoTokenizer.from_pretrained(source)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    source: str, *, dtype: str = "float32", device: str = "auto"
+) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """Load ``(model, tokenizer)`` from a hub id or a local directory, in eval mode.
+
+    Args:
+        source: hub id (``EleutherAI/gpt-j-6B``) or a directory written by ``save_pretrained``.
+        dtype: one of :data:`DTYPES`.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` …
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    dev = resolve_device(device)
+    tok = load_tokenizer(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype])
+    model.to(dev).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    logger.info(
+        "loaded %s (%s) on %s as %s, %.1fM parameters",
+        source,
+        type(model).__name__,
+        dev,
+        dtype,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
+    return model, tok

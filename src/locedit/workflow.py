@@ -1,0 +1,36 @@
+"""Snakemake glue shared by every script: logging into the rule's log file, param unpacking."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+
+def setup_logging(snakemake) -> logging.Logger:
+    """Send ``logging`` (and uncaught tracebacks) to ``snakemake.log[0]`` and stderr.
+
+    Call first thing in every script's ``main`` so a failure lands in the rule's log.
+    """
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if len(snakemake.log):
+        handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+    def excepthook(exc_type, exc, tb):
+        logging.getLogger("locedit").error(
+            "uncaught exception:\n%s", "".join(traceback.format_exception(exc_type, exc, tb))
+        )
+
+    sys.excepthook = excepthook
+    return logging.getLogger("locedit")
+
+
+def log_stream(snakemake):
+    """A file object for tqdm progress bars: the rule's log (appended), else stderr."""
+    return open(snakemake.log[0], "a", buffering=1) if len(snakemake.log) else sys.stderr

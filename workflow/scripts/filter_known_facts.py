@@ -1,0 +1,44 @@
+"""Rule filter_known_facts: score every record with the pre-edit model (paper App. A).
+
+Input ``records``; output ``facts`` (parquet, one row per record, see locedit.filtering).
+"""
+
+import logging
+
+import torch
+
+from locedit.filtering import filter_known_facts
+from locedit.io import read_json, write_parquet
+from locedit.modeling import load_model, seed_everything
+from locedit.workflow import setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+def main(snakemake) -> None:
+    setup_logging(snakemake)
+    torch.set_num_threads(snakemake.threads)
+    seed_everything(0)
+    m, f = snakemake.params.model, snakemake.params.filter
+    model, tok = load_model(m["source"], dtype=m["dtype"], device=m["device"])
+    records = read_json(snakemake.input.records)
+    facts = filter_known_facts(
+        model,
+        tok,
+        records,
+        max_new_tokens=f["max_new_tokens"],
+        erasure_min_prob=f["erasure_min_prob"],
+        batch_size=f["batch_size"],
+    )
+    logger.info(
+        "%d facts: %d known (%.1f%%), %d erasure-eligible",
+        len(facts),
+        int(facts["is_correct"].sum()),
+        100 * facts["is_correct"].mean() if len(facts) else 0.0,
+        int(facts["erasure_eligible"].sum()),
+    )
+    write_parquet(facts, snakemake.output.facts)
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821
