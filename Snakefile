@@ -14,7 +14,6 @@ Results path grammar (one wildcard per directory level):
     benchmarks/{rule}/{model}/{dataset}/...            Snakemake benchmark tables of expensive jobs
 """
 
-
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -23,17 +22,21 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/tracing.smk"
+include: "workflow/rules/editing_stats.smk"
 include: "workflow/rules/editing.smk"
 include: "workflow/rules/analysis.smk"
 
 
 rule all:
+    default_target: True
     input:
         data_targets(),
         tracing_targets(),
         editing_targets(),
         analysis_targets(),
-    default_target: True

@@ -13,6 +13,10 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]
 
+# Test models are tiny: one thread avoids thread start-up and oversubscription costs that made
+# the unit tests ~30x slower on a loaded 2-core machine (workflow runs set their own threads).
+torch.set_num_threads(1)
+
 
 def _corpus() -> list[str]:
     texts = []

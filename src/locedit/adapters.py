@@ -74,7 +74,7 @@ _NEOX = ArchAdapter(
     attn="gpt_neox.layers.{layer}.attention",
     mlp_out="gpt_neox.layers.{layer}.mlp.dense_4h_to_h",
     final_norm="gpt_neox.final_layer_norm",
-    lm_head="embed_out",
+    lm_head="lm_head",  # transformers >= 5 (4.x named it embed_out)
     n_layers_attr="num_hidden_layers",
     d_model_attr="hidden_size",
 )

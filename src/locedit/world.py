@@ -198,12 +198,26 @@ def _name_word(rng: np.random.Generator, n_syll: int) -> str:
     return word.capitalize()
 
 
+def _reserved_words() -> set[str]:
+    """Lower-cased objects and template words: a name word equal to one ("Lima", "Paris")
+    would put an object inside a subject, or fake a correct continuation."""
+    words = {o.lower() for rel in RELATIONS for o in rel.objects}
+    for rel in RELATIONS:
+        for t in rel.templates:
+            words |= {w.strip(",.").lower() for w in t.replace("{}", " ").split()}
+    return words
+
+
 def make_subjects(n: int, rng: np.random.Generator) -> list[str]:
     """``n`` distinct two-word invented names (first word 2 syllables, second 2-3)."""
     names: list[str] = []
     seen: set[str] = set()
+    reserved = _reserved_words()
     while len(names) < n:
-        name = f"{_name_word(rng, 2)} {_name_word(rng, int(rng.integers(2, 4)))}"
+        first, last = _name_word(rng, 2), _name_word(rng, int(rng.integers(2, 4)))
+        name = f"{first} {last}"
+        if first.lower() in reserved or last.lower() in reserved:
+            continue
         if name not in seen:
             seen.add(name)
             names.append(name)
@@ -213,7 +227,7 @@ def make_subjects(n: int, rng: np.random.Generator) -> list[str]:
 def filler_sentence(rng: np.random.Generator) -> str:
     """One sentence of generic filler text from a small grammar (never mentions an object)."""
     pick = lambda xs: xs[rng.integers(len(xs))]  # noqa: E731
-    s = f"{pick(_OPENERS)} {pick(_ADJS)} {pick(_NOUNS)} {pick(_VERBS)} {pick(_PREPS)} {pick(_NOUNS)}"
+    s = " ".join(pick(xs) for xs in (_OPENERS, _ADJS, _NOUNS, _VERBS, _PREPS, _NOUNS))
     if rng.random() < 0.5:
         s += f" {pick(_TAILS)}"
     return s + "."
@@ -327,7 +341,9 @@ def make_records(facts: list[Fact], world: dict, seed: int) -> list[dict]:
                     f"{filler_sentence(rng)} {rel.templates[t].format(f.subject)}"
                     for t in f.heldout
                 ],
-                "neighborhood_prompts": [prompt_of(g) for g in neighbours[: world["n_neighborhood"]]],
+                "neighborhood_prompts": [
+                    prompt_of(g) for g in neighbours[: world["n_neighborhood"]]
+                ],
                 "attribute_prompts": [prompt_of(g) for g in attributes[: world["n_attribute"]]],
             }
         )

@@ -5,13 +5,19 @@
 #   STATE=/tmp/locedit-slurm FAKE_GPUS=1 tests/cluster/slurm_up.sh    # then: sinfo, sbatch, ...
 #   STATE=/tmp/locedit-slurm tests/cluster/slurm_down.sh
 #
-# One partition "debug" holding this machine; FAKE_GPUS fake GPUs as gres (a /dev/null-like char
+# NODE_CPUS / NODE_MEM_MB (optional) make the node advertise more CPUs / memory than it has
+# (SlurmdParameters=config_overrides), so that a profile sized for real GPU nodes
+# (profiles/slurm: cpus_per_gpu, tens of GB) is accepted as is; the test jobs use little.
+#
+# Partitions "cpu" (default) and "gpu" holding this machine; FAKE_GPUS fake GPUs as gres (a /dev/null-like char
 # device each) so jobs asking for --gpus=1 are scheduled. No slurmdbd: no sacct, so the Snakemake
 # SLURM executor must poll with squeue (profiles/slurm sets it). Daemons' PIDs go to $STATE/*.pid.
 # Exit status: 0 up; 2 cannot run here (not root, no apt, install failed); 1 daemons failed.
 set -uo pipefail
 STATE=${STATE:-/tmp/locedit-slurm}
 FAKE_GPUS=${FAKE_GPUS:-1}
+NODE_CPUS=${NODE_CPUS:-}
+NODE_MEM_MB=${NODE_MEM_MB:-}
 mkdir -p "$STATE"
 T0=$(date +%s.%N)
 cannot() { echo "slurm_up: cannot bring up SLURM here: $*" >&2; exit 2; }
@@ -53,6 +59,13 @@ HOST=$(hostname -s)
 NODELINE=$(slurmd -C | head -1)
 MEM=$(sed -E 's/.*RealMemory=([0-9]+).*/\1/' <<<"$NODELINE")
 NODELINE=$(sed -E "s/RealMemory=[0-9]+/RealMemory=$((MEM * 90 / 100))/" <<<"$NODELINE")
+OVERRIDES=""
+if [ -n "$NODE_CPUS" ] || [ -n "$NODE_MEM_MB" ]; then
+  OVERRIDES="SlurmdParameters=config_overrides"
+  # A plain CPUs=N line (no sockets/cores/threads split) so that N may exceed the hardware.
+  [ -n "$NODE_CPUS" ] && NODELINE="$(sed -E 's/ (CPUs|Boards|SocketsPerBoard|CoresPerSocket|ThreadsPerCore)=[0-9]+//g' <<<"$NODELINE") CPUs=$NODE_CPUS"
+  [ -n "$NODE_MEM_MB" ] && NODELINE=$(sed -E "s/RealMemory=[0-9]+/RealMemory=$NODE_MEM_MB/" <<<"$NODELINE")
+fi
 GRES_NODE=""; GRES_TYPES=""
 mkdir -p /etc/slurm /var/lib/slurm/slurmd /var/lib/slurm/slurmctld /var/log/slurm
 chown -R slurm:slurm /var/lib/slurm /var/log/slurm 2>/dev/null || true
@@ -91,13 +104,16 @@ MinJobAge=600
 DefMemPerCPU=1000
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
+$OVERRIDES
 $GRES_TYPES
 $NODELINE $GRES_NODE State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+# The partitions profiles/slurm names: "cpu" (default) and "gpu", both on this node.
+PartitionName=cpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=ALL MaxTime=INFINITE State=UP
 CONF
 
 # 4. daemons in the foreground (-D), backgrounded here so that their PIDs are ours to stop
-/usr/sbin/slurmctld -D -i >"$STATE/slurmctld.log" 2>&1 &
+/usr/sbin/slurmctld -D -c -i >"$STATE/slurmctld.log" 2>&1 &
 echo $! > "$STATE/slurmctld.pid"
 for i in $(seq 100); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.1; done
 scontrol ping 2>/dev/null | grep -q UP || fail "slurmctld did not come up"

@@ -1,5 +1,207 @@
-# Rules of the analysis stage (placeholder until the stage lands).
+# Analysis stage: join edits with tracing, the paper's regressions (+ fact-aware inference),
+# tables and figures. Every rule here reads tables only; none loads a model.
 
 
-def analysis_targets():
-    return []
+include: "analysis_functions.smk"
+
+
+ANALYSIS_CODE = "src/locedit/analysis"
+
+# Table file stems (locedit.analysis.tables.TABLE_NAMES; a unit test keeps the two in step).
+ANALYSIS_TABLES = [
+    "table1_rome_rewrite",
+    "table2_concentrated",
+    "table3_rewrite",
+    "table4_paraphrase",
+    "table5_neighborhood",
+    "table6_overall",
+    "table7_errors",
+    "table_essence",
+    "table_windows",
+    "robust_inference",
+    "comparison_paper",
+    "summary",
+]
+
+# Figures per plotting rule: file stem -> (caption file, report category).
+ANALYSIS_FIGURES = {
+    "plot_edit_scores": {
+        "fig07_scores_by_layer": ("fig07.rst", "Edit success by layer"),
+        "fig08_essence_by_layer": ("fig08.rst", "Edit success by layer"),
+        "fig09_overall_by_layer": ("fig09.rst", "Edit success by layer"),
+    },
+    "plot_r2_bars": {
+        "fig06_r2_layer_vs_trace": ("fig06.rst", "Regressions"),
+        "fig06b_r2_overall": ("fig06b.rst", "Regressions"),
+        "fig12_r2_by_window": ("fig12.rst", "Regressions"),
+    },
+    "plot_trace_scatter": {
+        "fig04_rewrite_vs_trace": ("fig04.rst", "Tracing vs editing"),
+        "fig14_unscaled": ("fig14.rst", "Tracing vs editing"),
+        "fig15_rome_rewrite_by_layer": ("fig15.rst", "Tracing vs editing"),
+        "fig16_rome_last_token_by_layer": ("fig16.rst", "Tracing vs editing"),
+        "fig17_ff_ft5_by_layer": ("fig17.rst", "Tracing vs editing"),
+        "fig18_rome_overall_by_layer": ("fig18.rst", "Tracing vs editing"),
+        "fig21_zeroing_rewrite_by_layer": ("fig21.rst", "Tracing vs editing"),
+        "fig22_zeroing_overall_by_layer": ("fig22.rst", "Tracing vs editing"),
+    },
+    "plot_tracing_windows": {
+        "fig10_tracing_by_window": ("fig10.rst", "Tracing"),
+        "fig11_peaks_by_window": ("fig11.rst", "Tracing"),
+    },
+}
+
+
+rule join_edits_tracing:
+    input:
+        edits="results/{model}/{dataset}/edits.parquet",
+        tracing="results/{model}/{dataset}/tracing.parquet",
+        facts="results/{model}/{dataset}/facts.parquet",
+    output:
+        table="results/{model}/{dataset}/edit_vs_trace.parquet",
+    log:
+        "logs/join_edits_tracing/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        window=config["analysis"]["window"],
+        kind=config["analysis"]["trace_kind"],
+        concentrated=config["analysis"]["concentrated"],
+        erasure_eligible_only=config["analysis"]["erasure_eligible_only"],
+        code=code_hash("workflow/scripts/join_edits_tracing.py", ANALYSIS_CODE),
+    script:
+        "../scripts/join_edits_tracing.py"
+
+
+rule fit_regressions:
+    input:
+        table="results/{model}/{dataset}/edit_vs_trace.parquet",
+    output:
+        main=report(
+            "results/{model}/{dataset}/regression.csv",
+            caption="../report/regression.rst",
+            category="Regressions",
+        ),
+        layer_correlations="results/{model}/{dataset}/regression_layer_correlations.csv",
+        concentrated="results/{model}/{dataset}/regression_concentrated.csv",
+        windows="results/{model}/{dataset}/regression_windows.csv",
+        features="results/{model}/{dataset}/regression_features.csv",
+    log:
+        "logs/fit_regressions/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/fit_regressions/{model}/{dataset}.tsv"
+    conda:
+        "../../envs/locedit.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        window=config["analysis"]["window"],
+        metrics=config["analysis"]["metrics"],
+        robustness_metrics=config["analysis"]["robustness_metrics"],
+        min_rows=config["analysis"]["min_rows"],
+        bootstrap_replicates=config["analysis"]["bootstrap_replicates"],
+        permutations=config["analysis"]["permutations"],
+        confidence=config["analysis"]["confidence"],
+        seed=analysis_seed(),
+        code=code_hash("workflow/scripts/fit_regressions.py", ANALYSIS_CODE),
+    script:
+        "../scripts/fit_regressions.py"
+
+
+rule write_tables:
+    input:
+        main="results/{model}/{dataset}/regression.csv",
+        layer_correlations="results/{model}/{dataset}/regression_layer_correlations.csv",
+        concentrated="results/{model}/{dataset}/regression_concentrated.csv",
+        windows="results/{model}/{dataset}/regression_windows.csv",
+        features="results/{model}/{dataset}/regression_features.csv",
+        table="results/{model}/{dataset}/edit_vs_trace.parquet",
+    output:
+        **{
+            f"{name}_{ext}": f"results/{{model}}/{{dataset}}/analysis/tables/{name}.{ext}"
+            for name in ANALYSIS_TABLES
+            for ext in ("md", "tex")
+        },
+    log:
+        "logs/write_tables/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    params:
+        alpha=config["analysis"]["alpha"],
+        default_layer=config["analysis"]["default_layer"],
+        meta={
+            "model_name": config["model"]["name"],
+            "model_source": config["model"]["source"],
+            "dataset_name": config["dataset"]["name"],
+            "dataset_format": config["dataset"]["format"],
+        },
+        code=code_hash("workflow/scripts/write_tables.py", ANALYSIS_CODE),
+    script:
+        "../scripts/write_tables.py"
+
+
+rule plot_edit_scores:
+    input:
+        table="results/{model}/{dataset}/edit_vs_trace.parquet",
+    output:
+        **figure_outputs("plot_edit_scores"),
+    log:
+        "logs/plot_edit_scores/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    params:
+        code=code_hash("workflow/scripts/plot_edit_scores.py", ANALYSIS_CODE),
+    script:
+        "../scripts/plot_edit_scores.py"
+
+
+rule plot_r2_bars:
+    input:
+        main="results/{model}/{dataset}/regression.csv",
+        windows="results/{model}/{dataset}/regression_windows.csv",
+    output:
+        **figure_outputs("plot_r2_bars"),
+    log:
+        "logs/plot_r2_bars/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    params:
+        code=code_hash("workflow/scripts/plot_r2_bars.py", ANALYSIS_CODE),
+    script:
+        "../scripts/plot_r2_bars.py"
+
+
+rule plot_trace_scatter:
+    input:
+        table="results/{model}/{dataset}/edit_vs_trace.parquet",
+        layer_correlations="results/{model}/{dataset}/regression_layer_correlations.csv",
+    output:
+        **figure_outputs("plot_trace_scatter"),
+    log:
+        "logs/plot_trace_scatter/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    params:
+        default_layer=config["analysis"]["default_layer"],
+        code=code_hash("workflow/scripts/plot_trace_scatter.py", ANALYSIS_CODE),
+    script:
+        "../scripts/plot_trace_scatter.py"
+
+
+rule plot_tracing_windows:
+    input:
+        tracing="results/{model}/{dataset}/tracing.parquet",
+        facts="results/{model}/{dataset}/facts.parquet",
+    output:
+        **figure_outputs("plot_tracing_windows"),
+    log:
+        "logs/plot_tracing_windows/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    params:
+        kind=config["analysis"]["trace_kind"],
+        code=code_hash("workflow/scripts/plot_tracing_windows.py", ANALYSIS_CODE),
+    script:
+        "../scripts/plot_tracing_windows.py"

@@ -1,39 +1,21 @@
 # Data stage: the built-in fact world, the toy model, dataset preparation and the known-fact filter.
 
 
-def data_targets():
-    return [f"{RESULTS}/facts.parquet"]
-
-
-def dataset_input():
-    """The raw dataset file the records are prepared from."""
-    src = config["dataset"]["source"]
-    if src == "synthetic":
-        return f"{WORLD_DIR}/records.json"
-    if src == "url":
-        return f"resources/data/{DATASET}.json"
-    return config["dataset"]["path"]
-
-
-def dataset_format():
-    # The fact world is written in CounterFact format whatever dataset.format says.
-    if config["dataset"]["source"] == "synthetic":
-        return "counterfact"
-    return config["dataset"]["format"]
+include: "data_functions.smk"
 
 
 rule generate_fact_world:
     output:
         records=f"{WORLD_DIR}/records.json",
         corpus=f"{WORLD_DIR}/corpus.txt",
-    params:
-        world=config["world"],
-        seed=config["seed"],
-        code=code_hash("workflow/scripts/generate_fact_world.py", "src/locedit/world.py"),
     log:
         "logs/generate_fact_world/world.log",
     conda:
         "../../envs/locedit.yaml"
+    params:
+        world=config["world"],
+        seed=config["seed"],
+        code=code_hash("workflow/scripts/generate_fact_world.py", "src/locedit/world.py"),
     script:
         "../scripts/generate_fact_world.py"
 
@@ -41,19 +23,24 @@ rule generate_fact_world:
 rule train_toy_model:
     input:
         corpus=f"{WORLD_DIR}/corpus.txt",
+        records=f"{WORLD_DIR}/records.json",
     output:
         config=f"{TOY_MODEL_DIR}/config.json",
-    params:
-        toy=config["toy_model"],
-        seed=config["seed"],
-        code=code_hash("workflow/scripts/train_toy_model.py", "src/locedit/toy.py"),
-    threads: workflow.cores
     log:
         "logs/train_toy_model/toy.log",
     benchmark:
         "benchmarks/train_toy_model/toy.tsv"
     conda:
         "../../envs/locedit.yaml"
+    threads: workflow.cores
+    params:
+        toy=config["toy_model"],
+        seed=config["seed"],
+        code=code_hash(
+            "workflow/scripts/train_toy_model.py",
+            "src/locedit/toy.py",
+            "src/locedit/scoring.py",
+        ),
     script:
         "../scripts/train_toy_model.py"
 
@@ -61,13 +48,13 @@ rule train_toy_model:
 rule download_dataset:
     output:
         raw=f"resources/data/{DATASET}.json",
-    params:
-        url=config["dataset"]["url"],
-        code=code_hash("workflow/scripts/download_dataset.py"),
     log:
         f"logs/download_dataset/{DATASET}.log",
     conda:
         "../../envs/locedit.yaml"
+    params:
+        url=config["dataset"]["url"],
+        code=code_hash("workflow/scripts/download_dataset.py"),
     script:
         "../scripts/download_dataset.py"
 
@@ -78,20 +65,20 @@ rule prepare_records:
         model=model_input(),
     output:
         records="results/{model}/{dataset}/records.json",
+    log:
+        "logs/prepare_records/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
     params:
         fmt=dataset_format(),
         limit=config["dataset"]["limit"],
         seed=config["seed"],
-        tokenizer=model_source(),
+        tokenizer=lambda wildcards: model_source(),
         code=code_hash(
             "workflow/scripts/prepare_records.py",
             "src/locedit/records.py",
             "src/locedit/scoring.py",
         ),
-    log:
-        "logs/prepare_records/{model}/{dataset}.log",
-    conda:
-        "../../envs/locedit.yaml"
     script:
         "../scripts/prepare_records.py"
 
@@ -102,6 +89,15 @@ rule filter_known_facts:
         model=model_input(),
     output:
         facts="results/{model}/{dataset}/facts.parquet",
+    log:
+        "logs/filter_known_facts/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/filter_known_facts/{model}/{dataset}.tsv"
+    conda:
+        "../../envs/locedit.yaml"
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
     params:
         model=model_params(),
         filter=config["filter"],
@@ -111,14 +107,5 @@ rule filter_known_facts:
             "src/locedit/scoring.py",
             "src/locedit/modeling.py",
         ),
-    threads: workflow.cores
-    resources:
-        mem_mb=4000,
-    log:
-        "logs/filter_known_facts/{model}/{dataset}.log",
-    benchmark:
-        "benchmarks/filter_known_facts/{model}/{dataset}.tsv"
-    conda:
-        "../../envs/locedit.yaml"
     script:
         "../scripts/filter_known_facts.py"

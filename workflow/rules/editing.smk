@@ -1,5 +1,177 @@
-# Rules of the editing stage (placeholder until the stage lands).
+# Editing stage: essence texts per datapoint shard, method-independent edit inputs per
+# (variant, shard), one edit job per (variant, method, central layer, shard), and the collected
+# per-edit table edits.parquet.
+# Covariance statistics and context templates (ROME/MEMIT) come from editing_stats.smk.
 
 
-def editing_targets():
-    return []
+include: "editing_functions.smk"
+
+
+from snakemake.exceptions import WorkflowError
+
+EDITING = config["editing"]
+EDIT_SHARD = EDITING["shard_size"]
+
+# Package modules every edit job runs, and each method's own modules (its code hash covers only
+# these, so editing rome.py reruns only ROME jobs).
+EDIT_COMMON_CODE = [
+    "workflow/scripts/edit_facts.py",
+    "src/locedit/editing/driver.py",
+    "src/locedit/editing/evaluate.py",
+    "src/locedit/editing/essence.py",
+    "src/locedit/editing/metrics.py",
+    "src/locedit/editing/types.py",
+    "src/locedit/editing/variants.py",
+    "src/locedit/hooks.py",
+    "src/locedit/scoring.py",
+    "src/locedit/records.py",
+    "src/locedit/adapters.py",
+    "src/locedit/modeling.py",
+]
+EDIT_METHOD_CODE = {
+    "rome": [
+        "src/locedit/editing/rome.py",
+        "src/locedit/editing/compute_kv.py",
+        "src/locedit/editing/covariance.py",
+    ],
+    "memit": [
+        "src/locedit/editing/memit.py",
+        "src/locedit/editing/rome.py",
+        "src/locedit/editing/compute_kv.py",
+        "src/locedit/editing/covariance.py",
+    ],
+    "ft-1": ["src/locedit/editing/ft.py"],
+    "ft-5": ["src/locedit/editing/ft.py"],
+}
+# Methods that read covariance statistics and context templates.
+EDIT_STATS_METHODS = ("rome", "memit")
+
+
+wildcard_constraints:
+    variant="|".join(EDITING["variants"]),
+    method="|".join(m.replace("-", r"\-") for m in EDITING["run_methods"]),
+    layer=r"\d+",
+
+
+rule sample_essence_texts:
+    input:
+        records="results/{model}/{dataset}/records.json",
+        facts="results/{model}/{dataset}/facts.parquet",
+        model=model_input(),
+    output:
+        essence="results/{model}/{dataset}/editing/essence/{shard}.json",
+    log:
+        "logs/sample_essence_texts/{model}/{dataset}/{shard}.log",
+    benchmark:
+        "benchmarks/sample_essence_texts/{model}/{dataset}/{shard}.tsv"
+    conda:
+        "../../envs/locedit.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        model=model_params(),
+        shard=lambda wildcards: shard_slice(wildcards.shard, EDIT_SHARD),
+        essence=EDITING["essence"],
+        only_correct=EDITING["only_correct"],
+        seed=editing_seed(),
+        code=code_hash(
+            "workflow/scripts/sample_essence_texts.py",
+            "src/locedit/editing/inputs.py",
+            "src/locedit/editing/essence.py",
+            "src/locedit/editing/variants.py",
+            "src/locedit/hooks.py",
+            "src/locedit/scoring.py",
+            "src/locedit/modeling.py",
+        ),
+    script:
+        "../scripts/sample_essence_texts.py"
+
+
+rule prepare_edit_inputs:
+    input:
+        unpack(lambda wildcards: edit_tracing_inputs(wildcards.variant)),
+        records="results/{model}/{dataset}/records.json",
+        facts="results/{model}/{dataset}/facts.parquet",
+        essence="results/{model}/{dataset}/editing/essence/{shard}.json",
+        model=model_input(),
+    output:
+        inputs="results/{model}/{dataset}/editing/inputs/{variant}/{shard}.json",
+    log:
+        "logs/prepare_edit_inputs/{model}/{dataset}/{variant}/{shard}.log",
+    benchmark:
+        "benchmarks/prepare_edit_inputs/{model}/{dataset}/{variant}/{shard}.tsv"
+    conda:
+        "../../envs/locedit.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        model=model_params(),
+        shard=lambda wildcards: shard_slice(wildcards.shard, EDIT_SHARD),
+        essence=EDITING["essence"],
+        only_correct=EDITING["only_correct"],
+        erasure_only_eligible=EDITING["erasure_only_eligible"],
+        neighborhood_target=EDITING["neighborhood_target"],
+        batch_size=EDITING["batch_size"],
+        seed=editing_seed(),
+        code=code_hash(
+            "workflow/scripts/prepare_edit_inputs.py",
+            "src/locedit/editing/inputs.py",
+            "src/locedit/editing/essence.py",
+            "src/locedit/editing/evaluate.py",
+            "src/locedit/editing/variants.py",
+            "src/locedit/hooks.py",
+            "src/locedit/scoring.py",
+            "src/locedit/records.py",
+            "src/locedit/modeling.py",
+        ),
+    script:
+        "../scripts/prepare_edit_inputs.py"
+
+
+rule edit_facts:
+    input:
+        unpack(edit_stats_inputs),
+        inputs="results/{model}/{dataset}/editing/inputs/{variant}/{shard}.json",
+        model=model_input(),
+    output:
+        edits="results/{model}/{dataset}/editing/{variant}/{method}/{layer}/{shard}.parquet",
+    log:
+        "logs/edit_facts/{model}/{dataset}/{variant}/{method}/{layer}/{shard}.log",
+    benchmark:
+        "benchmarks/edit_facts/{model}/{dataset}/{variant}/{method}/{layer}/{shard}.tsv"
+    conda:
+        "../../envs/locedit.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        model=model_params(),
+        hparams=lambda wildcards: edit_method_hparams(wildcards.method, wildcards.variant),
+        # Per-case checkpoints (undeclared; a rerun of a killed job resumes from them).
+        cache=lambda wildcards: (
+            f"results/{wildcards.model}/{wildcards.dataset}/.cache/edit_facts/"
+            f"{wildcards.variant}/{wildcards.method}/{wildcards.layer}/{wildcards.shard}"
+        ),
+        aggregation=EDITING["paraphrase_aggregation"],
+        essence=EDITING["essence"],
+        batch_size=EDITING["batch_size"],
+        code=lambda wildcards: edit_method_code(wildcards.method),
+    script:
+        "../scripts/edit_facts.py"
+
+
+rule collect_edits:
+    input:
+        shards=edit_shard_paths(),
+    output:
+        edits=f"results/{{model}}/{{dataset}}/edits.parquet",
+    log:
+        "logs/collect_edits/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    params:
+        code=code_hash("workflow/scripts/collect_edits.py", "src/locedit/editing/driver.py"),
+    script:
+        "../scripts/collect_edits.py"

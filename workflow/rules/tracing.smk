@@ -1,5 +1,150 @@
-# Rules of the tracing stage (placeholder until the stage lands).
+# Tracing stage: noise level, Causal Tracing / representation zeroing shards, per-layer effects,
+# the tracing-reversal target o_noise, and the two tracing figures.
 
 
-def tracing_targets():
-    return []
+include: "tracing_functions.smk"
+
+
+TRACING = config["tracing"]
+TRACING_CODE = (
+    "src/locedit/tracing.py",
+    "src/locedit/trace_batching.py",
+    "src/locedit/tracing_noise.py",
+    "src/locedit/adapters.py",
+    "src/locedit/hooks.py",
+)
+
+
+rule estimate_noise_level:
+    input:
+        records="results/{model}/{dataset}/records.json",
+        model=model_input(),
+    output:
+        noise="results/{model}/{dataset}/tracing/noise.json",
+    log:
+        "logs/estimate_noise_level/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        model=model_params(),
+        noise_std=TRACING["noise_std"],
+        multiplier=TRACING["noise_multiplier"],
+        code=code_hash("workflow/scripts/estimate_noise_level.py", *TRACING_CODE),
+    script:
+        "../scripts/estimate_noise_level.py"
+
+
+rule trace_facts:
+    input:
+        records="results/{model}/{dataset}/records.json",
+        facts="results/{model}/{dataset}/facts.parquet",
+        noise="results/{model}/{dataset}/tracing/noise.json",
+        model=model_input(),
+    output:
+        grid="results/{model}/{dataset}/tracing/grid/{shard}.parquet",
+        facts="results/{model}/{dataset}/tracing/facts/{shard}.parquet",
+    log:
+        "logs/trace_facts/{model}/{dataset}/{shard}.log",
+    benchmark:
+        "benchmarks/trace_facts/{model}/{dataset}/{shard}.tsv"
+    conda:
+        "../../envs/locedit.yaml"
+    # One thread per job: shards run in parallel, and oversubscribed torch threads are slower.
+    threads: 1
+    resources:
+        mem_mb=8000,
+    params:
+        model=model_params(),
+        positions=tracing_shard_positions,
+        runs=tracing_run_params(),
+        samples=TRACING["samples"],
+        seed=config["seed"],
+        row_budget=TRACING["row_budget"],
+        only_correct=TRACING["only_correct"],
+        o_noise_max_tokens=TRACING["o_noise_max_tokens"],
+        code=code_hash(
+            "workflow/scripts/trace_facts.py",
+            "src/locedit/tracing_tables.py",
+            "src/locedit/records.py",
+            "src/locedit/scoring.py",
+            "src/locedit/modeling.py",
+            *TRACING_CODE,
+        ),
+    script:
+        "../scripts/trace_facts.py"
+
+
+rule aggregate_tracing:
+    input:
+        grids=tracing_shards("grid"),
+        facts=tracing_shards("facts"),
+    output:
+        effects="results/{model}/{dataset}/tracing.parquet",
+        grid="results/{model}/{dataset}/tracing/grid.parquet",
+        facts="results/{model}/{dataset}/tracing/facts.parquet",
+        o_noise="results/{model}/{dataset}/tracing/o_noise.parquet",
+    log:
+        "logs/aggregate_tracing/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    resources:
+        mem_mb=4000,
+    params:
+        runs=tracing_run_params(),
+        effect_definition=TRACING["effect_definition"],
+        min_total_effect=TRACING["min_total_effect"],
+        code=code_hash("workflow/scripts/aggregate_tracing.py", "src/locedit/tracing_tables.py"),
+    script:
+        "../scripts/aggregate_tracing.py"
+
+
+rule plot_trace_heatmaps:
+    input:
+        grid="results/{model}/{dataset}/tracing/grid.parquet",
+        facts="results/{model}/{dataset}/tracing/facts.parquet",
+    output:
+        png=report(
+            "results/{model}/{dataset}/figures/tracing_heatmaps.png",
+            caption="../report/tracing_heatmaps.rst",
+            category="Tracing",
+        ),
+        pdf="results/{model}/{dataset}/figures/tracing_heatmaps.pdf",
+    log:
+        "logs/plot_trace_heatmaps/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    params:
+        n_facts=TRACING["heatmap_facts"],
+        code=code_hash("workflow/scripts/plot_trace_heatmaps.py", "src/locedit/plots_tracing.py"),
+    script:
+        "../scripts/plot_trace_heatmaps.py"
+
+
+rule plot_peak_layers:
+    input:
+        effects="results/{model}/{dataset}/tracing.parquet",
+    output:
+        png=report(
+            "results/{model}/{dataset}/figures/tracing_peak_layers.png",
+            caption="../report/tracing_peak_layers.rst",
+            category="Tracing",
+        ),
+        pdf="results/{model}/{dataset}/figures/tracing_peak_layers.pdf",
+    log:
+        "logs/plot_peak_layers/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    params:
+        kind=TRACING["peak_run"]["kind"],
+        window=TRACING["peak_run"]["window"],
+        edit_layers=edit_layers(),
+        code=code_hash(
+            "workflow/scripts/plot_peak_layers.py",
+            "src/locedit/plots_tracing.py",
+            "src/locedit/tracing_tables.py",
+        ),
+    script:
+        "../scripts/plot_peak_layers.py"

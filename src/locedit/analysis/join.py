@@ -45,7 +45,9 @@ def trace_curves(tracing: pd.DataFrame, kind: str, window: int | None) -> pd.Dat
     dup = rows.duplicated(["case_id", "layer"])
     if dup.any():
         bad = rows.loc[dup, "case_id"].iloc[0]
-        raise ValueError(f"tracing has duplicate rows for case_id {bad} (kind {kind}, window {window})")
+        raise ValueError(
+            f"tracing has duplicate rows for case_id {bad} (kind {kind}, window {window})"
+        )
     return rows.set_index(["case_id", "layer"])[TRACE_VALUE_COLUMNS]
 
 
@@ -64,6 +66,9 @@ def concentrated_cases(
     Returns:
         Columns ``case_id, peak_layer, peak_effect, n_near_peak, concentrated``.
     """
+    cols = ["case_id", "peak_layer", "peak_effect", "n_near_peak", "concentrated"]
+    if curves.empty:
+        return pd.DataFrame(columns=cols).astype({"concentrated": bool})
     e = curves["effect_frac_max"].unstack("layer")  # [case, layer]
     arr = e.to_numpy(dtype=float)
     peak = np.nanmax(np.where(np.isnan(arr), -np.inf, arr), axis=1)
@@ -112,12 +117,18 @@ def build_edit_vs_trace(
             (the paper's p >= .02 filter, n=489).
     """
     _check_columns(edits, EDIT_KEYS + ["rewrite_score"], "edits.parquet")
-    _check_columns(tracing, ["case_id", "kind", "window", "layer", "status"] + TRACE_VALUE_COLUMNS,
-                   "tracing.parquet")
+    _check_columns(
+        tracing,
+        ["case_id", "kind", "window", "layer", "status"] + TRACE_VALUE_COLUMNS,
+        "tracing.parquet",
+    )
     _check_columns(facts, ["case_id", "is_correct"], "facts.parquet")
     dup = edits.duplicated(EDIT_KEYS)
     if dup.any():
-        raise ValueError(f"edits.parquet has duplicate edits, first: {edits.loc[dup, EDIT_KEYS].iloc[0].to_dict()}")
+        raise ValueError(
+            "edits.parquet has duplicate edits, first: "
+            f"{edits.loc[dup, EDIT_KEYS].iloc[0].to_dict()}"
+        )
     windows = sorted(int(w) for w in tracing.loc[tracing["kind"] == kind, "window"].unique())
     if window not in windows:
         raise ValueError(
@@ -161,9 +172,9 @@ def build_edit_vs_trace(
         df["zero_effect"] = np.nan
         df["zero_effect_last"] = np.nan
 
-    conc = concentrated_cases(
-        trace_curves(tracing, kind, window), rel_threshold, max_other_layers
-    )[["case_id", "peak_layer", "concentrated"]]
+    conc = concentrated_cases(trace_curves(tracing, kind, window), rel_threshold, max_other_layers)[
+        ["case_id", "peak_layer", "concentrated"]
+    ]
     df = df.merge(conc, on="case_id", how="left", validate="many_to_one")
     df["concentrated"] = df["concentrated"].fillna(False).astype(bool)
 
@@ -172,5 +183,14 @@ def build_edit_vs_trace(
         df["overall_essence_score"] = df[parts].mean(axis=1, skipna=False)
     missing = df["trace_effect"].isna().sum()
     if missing:
-        log.warning("%d edits have no tracing effect at their layer (status not ok or untraced)", missing)
+        log.warning(
+            "%d edits have no tracing effect at their layer (status not ok or untraced)", missing
+        )
     return df.sort_values(EDIT_KEYS, kind="stable").reset_index(drop=True)
+
+
+def known_tracing(tracing: pd.DataFrame, facts: pd.DataFrame, kind: str = "mlp") -> pd.DataFrame:
+    """Tracing rows of one kind, ``status == "ok"``, for correctly known facts (Figs 10, 11)."""
+    known = facts.loc[facts["is_correct"].astype(bool), "case_id"]
+    rows = tracing[(tracing["kind"] == kind) & (tracing["status"] == "ok")]
+    return rows[rows["case_id"].isin(known)].reset_index(drop=True)

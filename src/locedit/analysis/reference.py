@@ -7,7 +7,8 @@ errors, paper-spec §15 item 13). p-values printed as "<1e-4" are stored as ``p_
 Sources (all GPT-J-6B, CounterFact first 2000 records, 652 known facts; tracing window 5):
 - Table 1: R² predicting ROME rewrite score, Error Injection.
 - Table 2: the same on the "concentrated tracing effects" subset (74 of 652 points).
-- Tables 3-6: R² predicting rewrite / paraphrase / neighborhood / overall score per problem x method.
+- Tables 3-6: R² predicting rewrite / paraphrase / neighborhood / overall score, per problem and
+  method.
 - Table 7: R², RMSE, MAE of the Layer-only and Trace-only regressions, ROME, CounterFact
   (rewrite R² equals Table 1, so the variant is Error Injection).
 - Table 8: as Table 7 on ZSRE (ROME, GPT-J).
@@ -173,13 +174,11 @@ def r2_table(metric: str) -> pd.DataFrame:
 
 def all_r2_tables() -> pd.DataFrame:
     """Tables 3-6 stacked, with a ``metric`` column."""
-    return pd.concat(
-        [r2_table(m).assign(metric=m) for m in _R2_TABLES], ignore_index=True
-    )
+    return pd.concat([r2_table(m).assign(metric=m) for m in _R2_TABLES], ignore_index=True)
 
 
 def error_table(dataset_format: str = "counterfact") -> pd.DataFrame:
-    """Table 7 (CounterFact) or Table 8 (ZSRE) as tidy rows ``metric, regression, r2, rmse, mae``."""
+    """Table 7 (CounterFact) or Table 8 (ZSRE): rows ``metric, regression, r2, rmse, mae``."""
     src = TABLE8 if dataset_format == "zsre" else TABLE7
     rows = [
         {"metric": m, "regression": reg, "r2": v[0], "rmse": v[1], "mae": v[2]}

@@ -103,3 +103,65 @@ def overall_score(rewrite: float, paraphrase: float, neighborhood: float) -> flo
     """Arithmetic mean of the three edit scores, ignoring a missing (NaN) family."""
     vals = [v for v in (rewrite, paraphrase, neighborhood) if not np.isnan(v)]
     return float(np.mean(vals)) if vals else float("nan")
+
+
+def edit_scores(
+    case: dict,
+    pre: dict[str, dict[str, list[float]]],
+    post: dict[str, dict[str, list[float]]],
+    ppl_pre: float,
+    ppl_post: float,
+    *,
+    aggregation: str = "mean",
+    cap: float = 5.0,
+) -> dict[str, float]:
+    """Every metric of one edit from pre-/post-edit probe probabilities (one results row).
+
+    Args:
+        case: the case (``minimize``, see :mod:`locedit.editing.variants`).
+        pre / post: ``{family: {role: [p per prompt]}}`` from
+            :func:`locedit.editing.evaluate.probe_probabilities`.
+        aggregation: ``mean`` over all paraphrase/neighborhood prompts (paper) or ``first``
+            prompt only (authors' code).
+        cap: the essence perplexity-increase cap.
+    """
+    minimize = bool(case["minimize"])
+
+    def tgt(pr, po):
+        return target_score(pr, po, minimize=minimize)
+
+    row: dict[str, float] = {}
+    for fam, role, fn in (
+        ("rewrite", "target", tgt),
+        ("paraphrase", "target", tgt),
+        ("neighborhood", "nbr", neighborhood_score),
+    ):
+        score, p0, p1 = aggregate(
+            pre[fam].get(role, []), post[fam].get(role, []), fn, aggregation
+        )
+        row[f"{fam}_score"], row[f"{fam}_pre"], row[f"{fam}_post"] = score, p0, p1
+    row["overall_score"] = overall_score(
+        row["rewrite_score"], row["paraphrase_score"], row["neighborhood_score"]
+    )
+    row["essence_ppl_pre"], row["essence_ppl_post"] = float(ppl_pre), float(ppl_post)
+    row["essence_score"] = (
+        essence_score(ppl_pre, ppl_post, cap=cap)
+        if ppl_pre == ppl_pre and ppl_post == ppl_post  # not NaN
+        else float("nan")
+    )
+    # ROME's unscaled metrics on the post-edit model. Efficacy/paraphrase: does y beat b (b beat y
+    # for erasure)? Neighborhood: do the neighbours still prefer the true object o_true over the
+    # other object of the pair?
+    for fam, name in (("rewrite", "efficacy"), ("paraphrase", "paraphrase")):
+        succ, mag = unscaled(
+            post[fam].get("target", []), post[fam].get("contrast", []), target_wins=not minimize
+        )
+        row[f"{name}_success"], row[f"{name}_magnitude"] = succ, mag
+    target_is_true = case["target"] == case["true_object"]
+    succ, mag = unscaled(
+        post["neighborhood"].get("target", []),
+        post["neighborhood"].get("contrast", []),
+        target_wins=target_is_true,
+    )
+    row["neighborhood_success"], row["neighborhood_magnitude"] = succ, mag
+    return row

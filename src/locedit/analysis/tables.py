@@ -1,0 +1,423 @@
+"""Markdown and LaTeX replicas of the paper's tables, the robust-inference table and the
+side-by-side comparison with the paper's GPT-J numbers.
+
+Every builder takes the regression frames of ``study.run_study`` and returns a display frame
+(rows in the paper's order: problems EI, TR, FE, FA, FF; methods FT-1, FT-5, ROME, MEMIT) that
+``to_markdown`` / ``to_latex`` render.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from locedit.analysis import METHOD_LABELS, METHODS, VARIANT_LABELS, VARIANTS, reference
+
+R2_TABLES = {3: "rewrite", 4: "paraphrase", 5: "neighborhood", 6: "overall"}
+
+
+def fmt_num(v, digits: int = 3) -> str:
+    """The paper's style: 3 decimals, trailing zeros dropped; NaN as an en dash."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    s = f"{float(v):.{digits}f}"
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
+
+
+def fmt_p(p) -> str:
+    """p-values as the paper prints them: "<1e-4" when small, else 3 decimals."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "–"
+    if p < 1e-4:
+        return "<1e-4"
+    return f"{p:.0e}" if p < 1e-3 else fmt_num(p)  # 3 decimals would print 0
+
+
+def _order(df: pd.DataFrame) -> pd.DataFrame:
+    v = {k: i for i, k in enumerate(VARIANTS)}
+    m = {k: i for i, k in enumerate(METHODS)}
+    return (
+        df.assign(_v=df["variant"].map(v).fillna(99), _m=df["method"].map(m).fillna(99))
+        .sort_values(["_v", "_m", "variant", "method"])
+        .drop(columns=["_v", "_m"])
+    )
+
+
+def _labels(df: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame(
+        {
+            "Problem": df["variant"].map(VARIANT_LABELS).fillna(df["variant"]),
+            "Method": df["method"].map(METHOD_LABELS).fillna(df["method"]),
+        }
+    )
+    # Print each problem once, as the paper does.
+    out.loc[out["Problem"].duplicated(), "Problem"] = ""
+    return out
+
+
+def r2_table(reg: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Tables 3-6: Layer | Trace | Both | Diff | p (+ n and status) for one outcome metric."""
+    r = _order(reg[reg["metric"] == metric])
+    out = _labels(r)
+    out["n"] = r["n"].astype(int).to_numpy()
+    for col, name in [
+        ("r2_layer", "Layer"),
+        ("r2_trace", "Trace"),
+        ("r2_both", "Both"),
+        ("r2_diff", "Diff"),
+    ]:
+        out[name] = [fmt_num(v) for v in r[col]]
+    out["p"] = [fmt_p(v) for v in r["f_pvalue"]]
+    out["status"] = r["status"].to_numpy()
+    return out.reset_index(drop=True)
+
+
+def _rome_ei(reg: pd.DataFrame, metric: str = "rewrite") -> pd.Series | None:
+    sel = reg[
+        (reg["variant"] == "error_injection")
+        & (reg["method"] == "rome")
+        & (reg["metric"] == metric)
+    ]
+    return None if sel.empty else sel.iloc[0]
+
+
+def table1(reg: pd.DataFrame, label: str = "ROME") -> pd.DataFrame:
+    """Tables 1 and 2: R² of ROME rewrite score, Error Injection."""
+    r = _rome_ei(reg)
+    vals = [np.nan] * 4 if r is None else [r["n"], r["r2_layer"], r["r2_trace"], r["r2_both"]]
+    return pd.DataFrame(
+        [
+            {
+                "Method": label,
+                "n": fmt_num(vals[0], 0),
+                "Layer": fmt_num(vals[1]),
+                "Tracing Effect": fmt_num(vals[2]),
+                "Both": fmt_num(vals[3]),
+            }
+        ]
+    )
+
+
+def table7(reg: pd.DataFrame) -> pd.DataFrame:
+    """Table 7 (Table 8 on ZSRE): R², RMSE, MAE of Layer-only and Trace-only, ROME, EI."""
+    rows = []
+    for metric, label in [("rewrite", "Rewrite Score"), ("overall", "Overall Score")]:
+        r = _rome_ei(reg, metric)
+        for stat, name in [("r2", "R²"), ("rmse", "RMSE"), ("mae", "MAE")]:
+            get = (lambda k: np.nan) if r is None else (lambda k: r[k])
+            rows.append(
+                {
+                    "Edit Metric": label if stat == "r2" else "",
+                    "Regression Metric": name,
+                    "Layer": fmt_num(get(f"{stat}_layer")),
+                    "Tracing Effect": fmt_num(get(f"{stat}_trace")),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def windows_table(windows: pd.DataFrame, metric: str = "rewrite") -> pd.DataFrame:
+    """Fig. 12 in numbers: Layer R² and Diff per tracing window."""
+    r = _order(windows[windows["metric"] == metric])
+    wide = r.pivot_table(
+        index=["variant", "method"], columns="window", values="r2_diff", sort=False
+    ).reset_index()
+    wide = _order(wide)
+    out = _labels(wide)
+    for w in [c for c in wide.columns if c not in ("variant", "method")]:
+        out[f"Diff (w={w})"] = [fmt_num(v) for v in wide[w]]
+    return out.reset_index(drop=True)
+
+
+def robust_table(reg: pd.DataFrame, metric: str, alpha: float) -> pd.DataFrame:
+    """Beyond the paper: r2_diff with its case-bootstrap CI, the paper's F-test p, the clustered
+    Wald p, the permutation p and the chance-level gain; ``changed`` marks disagreements."""
+    from locedit.analysis.robust import conclusion_changes
+
+    r = _order(conclusion_changes(reg, alpha))
+    r = r[r["metric"] == metric]
+    out = _labels(r)
+    out["Diff"] = [fmt_num(v) for v in r["r2_diff"]]
+    out["Diff 95% CI"] = [
+        f"[{fmt_num(a)}, {fmt_num(b)}]" for a, b in zip(r["r2_diff_ci_low"], r["r2_diff_ci_high"])
+    ]
+    out["chance Diff"] = [fmt_num(v) for v in r["r2_diff_null_mean"]]
+    out["p (F, paper)"] = [fmt_p(v) for v in r["f_pvalue"]]
+    out["p (cluster Wald)"] = [fmt_p(v) for v in r["wald_pvalue_cluster"]]
+    out["p (permutation)"] = [fmt_p(v) for v in r["perm_pvalue"]]
+    out["changes conclusion"] = np.where(r["changed"], "yes", "")
+    return out.reset_index(drop=True)
+
+
+def same_setup(model_source: str, dataset_format: str) -> bool:
+    """Whether this run is the paper's model (GPT-J) on CounterFact / ZSRE."""
+    return "gpt-j" in str(model_source).lower()
+
+
+def comparison_header(
+    model_name: str, model_source: str, dataset_name: str, dataset_format: str
+) -> str:
+    """The label above the side-by-side table; loud when the models differ."""
+    head = (
+        f"Paper: {reference.PAPER_MODEL} on {reference.PAPER_DATASET}. "
+        f"This run: model `{model_name}` (source `{model_source}`) on dataset `{dataset_name}` "
+        f"({dataset_format})."
+    )
+    if not same_setup(model_source, dataset_format):
+        head += (
+            "\n\n**Different models (and data): the numbers are not expected to agree.** "
+            "Compare the pattern (Layer R² large, Diff small), not the values."
+        )
+    return head
+
+
+def comparison_table(reg: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Paper (GPT-J) vs this run for one of Tables 3-6, with Δ = run − paper."""
+    paper = reference.r2_table(metric)
+    ours = reg[reg["metric"] == metric]
+    m = paper.merge(ours, on=["variant", "method"], how="outer", suffixes=("_paper", ""))
+    m = _order(m)
+    out = _labels(m)
+    for col, name in [("r2_layer", "Layer"), ("r2_trace", "Trace"), ("r2_diff", "Diff")]:
+        out[f"{name} paper"] = [fmt_num(v) for v in m[f"{col}_paper"]]
+        out[f"{name} run"] = [fmt_num(v) for v in m[col]]
+    out["p paper"] = m["p_text"].fillna("–").to_numpy()
+    out["p run"] = [fmt_p(v) for v in m["f_pvalue"]]
+    return out.reset_index(drop=True)
+
+
+def to_markdown(df: pd.DataFrame, title: str, note: str = "") -> str:
+    """A titled GitHub-markdown table."""
+    body = df.to_markdown(index=False, disable_numparse=True) if len(df) else "_(no rows)_"
+    return f"### {title}\n\n" + (f"{note}\n\n" if note else "") + body + "\n"
+
+
+_TEX_ESCAPE = {
+    "&": r"\&",
+    "%": r"\%",
+    "_": r"\_",
+    "#": r"\#",
+    "<": r"$<$",
+    ">": r"$>$",
+    "²": r"$^2$",
+    "–": "--",
+    "Δ": r"$\Delta$",
+    "≫": r"$\gg$",
+}
+
+
+def _tex(s) -> str:
+    s = str(s)
+    return "".join(_TEX_ESCAPE.get(ch, ch) for ch in s)
+
+
+def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
+    cols = "l" * 2 + "r" * max(0, len(df.columns) - 2)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{_tex(caption)}}}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{cols}}}",
+        r"\toprule",
+        " & ".join(_tex(c) for c in df.columns) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(_tex(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+# Every table a run writes (file stem -> what it replicates); the workflow declares these names.
+TABLE_NAMES = [
+    "table1_rome_rewrite", "table2_concentrated", "table3_rewrite", "table4_paraphrase",
+    "table5_neighborhood", "table6_overall", "table7_errors", "table_essence", "table_windows",
+    "robust_inference", "comparison_paper", "summary",
+]  # fmt: skip
+
+
+def _label(row) -> str:
+    v, m = row["variant"], row["method"]
+    return f"{VARIANT_LABELS.get(v, v)}, {METHOD_LABELS.get(m, m)}"
+
+
+def summary_table(
+    frames: dict[str, pd.DataFrame],
+    alpha: float,
+    default_layer: int | None,
+    counts: dict | None = None,
+) -> pd.DataFrame:
+    """Headline numbers of the run (the paper's text claims, measured here).
+
+    ``counts`` (optional): ``{"known facts analysed": n, "edits analysed": m, ...}`` rows first.
+    """
+    from locedit.analysis.robust import conclusion_changes
+
+    main = frames["main"]
+    rw = main[(main["metric"] == "rewrite") & (main["status"] == "ok")]
+    rows = [(k, str(v)) for k, v in (counts or {}).items()]
+    rows += [
+        ("conditions fitted (rewrite)", f"{len(rw)} of {int((main['metric'] == 'rewrite').sum())}")
+    ]
+    if len(rw):
+        top = rw.loc[rw["r2_diff"].idxmax()]
+        rows += [
+            ("mean Layer R² (rewrite, all conditions)", fmt_num(rw["r2_layer"].mean())),
+            (
+                "max Diff R² (rewrite)",
+                f"{fmt_num(top['r2_diff'])} ({_label(top)})",
+            ),
+            ("mean Diff R² (rewrite)", fmt_num(rw["r2_diff"].mean())),
+            (
+                "mean chance Diff R² (rewrite, permutation null)",
+                fmt_num(rw["r2_diff_null_mean"].mean()),
+            ),
+        ]
+    ch = conclusion_changes(main, alpha)
+    rows += [
+        (f"cells with F-test p < {alpha} (paper's test)", f"{int(ch['sig_f'].sum())} of {len(ch)}"),
+        (f"cells with clustered Wald p < {alpha}", f"{int(ch['sig_cluster'].sum())} of {len(ch)}"),
+        (f"cells with permutation p < {alpha}", f"{int(ch['sig_perm'].sum())} of {len(ch)}"),
+        ("cells where significance changes", f"{int(ch['changed'].sum())} of {len(ch)}"),
+    ]
+    conc = frames["concentrated"]
+    if len(conc):
+        rows.append(
+            (
+                "concentrated facts (App. B heuristic)",
+                f"{int(conc['n_concentrated_cases'].iloc[0])} of "
+                f"{int(conc['n_all_cases'].iloc[0])}",
+            )
+        )
+    corr = frames["layer_correlations"]
+    if default_layer is not None and len(corr):
+        c = corr[
+            (corr["variant"] == "error_injection")
+            & (corr["method"] == "rome")
+            & (corr["metric"] == "rewrite")
+            & (corr["feature"] == "trace_effect")
+            & (corr["layer"] == default_layer)
+        ]
+        if len(c):
+            rows.append(
+                (
+                    f"ρ(rewrite, trace), ROME EI, layer {default_layer + 1} (1-indexed)",
+                    f"{fmt_num(c['rho'].iloc[0])} (p = {fmt_p(c['p_value'].iloc[0])}, "
+                    f"n = {int(c['n'].iloc[0])})",
+                )
+            )
+    return pd.DataFrame(rows, columns=["Quantity", "This run"])
+
+
+def build_tables(
+    frames: dict[str, pd.DataFrame],
+    meta: dict,
+    alpha: float,
+    default_layer: int | None,
+    counts: dict | None = None,
+) -> dict[str, list[tuple[str, pd.DataFrame, str]]]:
+    """``{TABLE_NAMES item: [(title, frame, note), ...]}`` for ``write_tables``.
+
+    Args:
+        frames: ``study.run_study`` output (read back from the CSVs).
+        meta: ``model_name, model_source, dataset_name, dataset_format``.
+        alpha: significance level for the robust-inference comparison.
+        default_layer: 0-indexed layer of the headline correlation (Fig. 4), or None.
+        counts: extra leading rows of the summary (e.g. facts and edits analysed).
+    """
+    main, fmt = frames["main"], meta["dataset_format"]
+    t7_num = 8 if fmt == "zsre" else 7
+    out = {
+        "table1_rome_rewrite": [
+            ("Table 1: R² for predicting ROME rewrite score (Error Injection)", table1(main), "")
+        ],
+        "table2_concentrated": [
+            (
+                "Table 2: Table 1 on facts with concentrated tracing effects",
+                table1(frames["concentrated"]),
+                "App. B heuristic; see summary for the count.",
+            )
+        ],
+        "table7_errors": [
+            (
+                f"Table {t7_num}: regression error metrics (ROME, Error Injection)",
+                table7(main),
+                "In-sample, as in the paper.",
+            )
+        ],
+        "table_essence": [
+            (
+                "R² predicting essence score (computed but not tabulated in the paper)",
+                r2_table(main, "essence"),
+                "",
+            )
+        ],
+        "table_windows": [
+            (
+                "Fig. 12 in numbers: Diff R² (rewrite) by tracing window",
+                windows_table(frames["windows"]),
+                "",
+            )
+        ],
+        "robust_inference": [
+            (
+                f"Beyond the paper: clustered, bootstrap and permutation inference ({m})",
+                robust_table(main, m, alpha),
+                "Diff 95% CI: case-resampling bootstrap (percentile). chance Diff: mean Diff when "
+                "facts' tracing curves are permuted across facts. 'changes conclusion': the "
+                "paper's "
+                f"F-test and a fact-aware test disagree at alpha = {alpha}.",
+            )
+            for m in ("rewrite", "overall")
+        ],
+        "summary": [
+            ("Summary of this run", summary_table(frames, alpha, default_layer, counts), "")
+        ],
+    }
+    for num, metric in R2_TABLES.items():
+        out[f"table{num}_{metric}"] = [
+            (f"Table {num}: R² predicting {metric} score", r2_table(main, metric), "")
+        ]
+    head = comparison_header(**meta)
+    cmp = [
+        (f"Table {num} ({metric}): paper vs this run", comparison_table(main, metric), "")
+        for num, metric in R2_TABLES.items()
+    ]
+    paper_err = reference.error_table(fmt)
+    run_err = table7(main)
+    cmp.append(
+        (
+            f"Table {t7_num}: paper (R², RMSE, MAE)",
+            paper_err.map(lambda v: v if isinstance(v, str) else fmt_num(v)),
+            "",
+        )
+    )
+    cmp.append((f"Table {t7_num}: this run", run_err, ""))
+    t1p = pd.DataFrame(
+        [
+            {
+                "Method": "ROME",
+                "Layer": fmt_num(reference.TABLE1["r2_layer"]),
+                "Tracing Effect": fmt_num(reference.TABLE1["r2_trace"]),
+                "Both": fmt_num(reference.TABLE1["r2_both"]),
+            }
+        ]
+    )
+    cmp.insert(0, ("Table 1: paper", t1p, head))
+    cmp.insert(1, ("Table 1: this run", table1(main), ""))
+    out["comparison_paper"] = cmp
+    return {k: out[k] for k in TABLE_NAMES}
+
+
+def render(sections: list[tuple[str, pd.DataFrame, str]], stem: str) -> tuple[str, str]:
+    """(markdown, latex) text of one table file."""
+    md = "\n".join(to_markdown(df, title, note) for title, df, note in sections)
+    tex = "\n".join(
+        to_latex(df, title, f"tab:{stem}-{i}") for i, (title, df, _) in enumerate(sections)
+    )
+    return md, tex

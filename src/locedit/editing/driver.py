@@ -1,0 +1,243 @@
+"""The edit job loop: for each case apply → evaluate → restore, checkpointed per case.
+
+One job covers (datapoint shard, variant, method, layer). The model is loaded once by the
+caller; every edit is undone by copying back the weights its method saved in a
+:class:`~locedit.editing.types.Snapshot` (bit-exact, never a deep copy of the model). Each finished
+case is written atomically to ``cache_dir/{case_id}.json`` so a killed job resumes where it
+stopped; the declared shard output is written by the caller from the returned rows.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from locedit.adapters import d_model, n_layers
+from locedit.editing.evaluate import evaluate_case
+from locedit.editing.ft import apply_ft
+from locedit.editing.metrics import edit_scores
+from locedit.editing.types import restore
+from locedit.editing.variants import build_request, case_noise
+from locedit.io import read_json, write_json, write_text
+
+logger = logging.getLogger(__name__)
+
+#: Method name → (module, function). Imported lazily so FT runs without ROME/MEMIT's modules.
+_METHOD_FUNCS = {
+    "rome": ("locedit.editing.rome", "apply_rome"),
+    "memit": ("locedit.editing.memit", "apply_memit"),
+}
+#: Methods that need covariance statistics and context templates.
+NEEDS_STATS = ("rome", "memit")
+
+
+def _lazy(module: str, name: str) -> Callable:
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
+def _ft(window: int) -> Callable:
+    def apply(model, tok, request, layer, hparams, stats=None, context_templates=None):
+        # The method name fixes the window; a config `window` key cannot contradict it.
+        return apply_ft(model, tok, request, layer, {**(hparams or {}), "window": window})
+
+    apply.__name__ = f"apply_ft{window}"
+    return apply
+
+
+#: The method registry: ``fn(model, tok, request, layer, hparams, stats, context_templates)
+#: -> (Snapshot, info)``.
+METHODS: dict[str, Callable] = {
+    "rome": _lazy(*_METHOD_FUNCS["rome"]),
+    "memit": _lazy(*_METHOD_FUNCS["memit"]),
+    "ft-1": _ft(1),
+    "ft-5": _ft(5),
+}
+
+#: Columns of ``edits.parquet`` in order (the analysis stage builds on exactly these names).
+EDIT_COLUMNS = [
+    "case_id", "variant", "method", "layer", "target", "contrast", "subject",
+    "rewrite_score", "paraphrase_score", "neighborhood_score", "overall_score", "essence_score",
+    "rewrite_pre", "rewrite_post", "paraphrase_pre", "paraphrase_post",
+    "neighborhood_pre", "neighborhood_post", "essence_ppl_pre", "essence_ppl_post",
+    "efficacy_success", "efficacy_magnitude", "paraphrase_success", "paraphrase_magnitude",
+    "neighborhood_success", "neighborhood_magnitude",
+    "opt_seconds", "update_seconds", "eval_seconds", "edit_seconds", "edited_layers",
+]  # fmt: skip
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown editing method {method!r}; expected one of {sorted(METHODS)}")
+    return method
+
+
+def edit_one(
+    model: torch.nn.Module,
+    tok: PreTrainedTokenizerBase,
+    case: dict,
+    method: str,
+    layer: int,
+    hparams: dict,
+    *,
+    stats=None,
+    context_templates: Sequence[str] | None = None,
+    aggregation: str = "mean",
+    essence_cap: float = 5.0,
+    essence_max_tokens: int = 100,
+    batch_size: int = 64,
+) -> dict:
+    """Apply one edit, evaluate it, restore the weights; return the results row.
+
+    ``case`` must carry the pre-edit values of ``prepare_edit_inputs`` (``pre``,
+    ``essence_texts``, ``essence_ppl_pre``). The weights are restored even if evaluation fails.
+    """
+    fn = METHODS[check_method(method)]
+    dm = d_model(model)
+    request = build_request(case, tok, dm)
+    t0 = time.perf_counter()
+    snapshot, info = fn(model, tok, request, layer, hparams, stats, list(context_templates or []))
+    t1 = time.perf_counter()
+    try:
+        post, ppl_post = evaluate_case(
+            model,
+            tok,
+            case,
+            case["essence_texts"],
+            noise=case_noise(case, tok, dm),
+            max_tokens=essence_max_tokens,
+            batch_size=batch_size,
+        )
+    finally:
+        restore(model, snapshot)
+    t2 = time.perf_counter()
+    row = {
+        "case_id": int(case["case_id"]),
+        "variant": case["variant"],
+        "method": method,
+        "layer": int(layer),
+        "target": case["target"],
+        "contrast": case["contrast"],
+        "subject": case["subject"],
+    }
+    row.update(
+        edit_scores(
+            case,
+            case["pre"],
+            post,
+            case["essence_ppl_pre"],
+            ppl_post,
+            aggregation=aggregation,
+            cap=essence_cap,
+        )
+    )
+    edit_s = t1 - t0
+    opt_s = float(info.get("opt_seconds", edit_s))
+    row.update(
+        {
+            "opt_seconds": opt_s,
+            "update_seconds": float(info.get("update_seconds", max(0.0, edit_s - opt_s))),
+            "eval_seconds": t2 - t1,
+            "edit_seconds": edit_s,
+            "edited_layers": str(
+                info.get("edited_layers") or ",".join(str(x) for x in info.get("layers", [layer]))
+            ),
+        }
+    )
+    return row
+
+
+def run_edit_job(
+    model: torch.nn.Module,
+    tok: PreTrainedTokenizerBase,
+    cases: Sequence[dict],
+    method: str,
+    layer: int,
+    hparams: dict,
+    *,
+    cache_dir: str | Path | None = None,
+    fingerprint: str | None = None,
+    progress=None,
+    **kwargs,
+) -> pd.DataFrame:
+    """Edit every case of one job; per-case results are checkpointed in ``cache_dir``.
+
+    Args:
+        cases: eligible cases of one variant with their pre-edit values.
+        cache_dir: per-case JSON checkpoints (reused when present: resumption).
+        fingerprint: identity of everything the rows depend on (settings, code, inputs);
+            checkpoints written under another fingerprint are discarded, never reused.
+        progress: file object for the tqdm bar (the rule's log).
+        **kwargs: passed to :func:`edit_one` (stats, context_templates, aggregation, ...).
+
+    Returns:
+        One row per case, in case order.
+    """
+    check_method(method)
+    total = n_layers(model)
+    if not 0 <= int(layer) < total:
+        raise ValueError(f"editing.layers: layer {layer} outside [0, {total}) for this model")
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        open_cache(cache, fingerprint)
+    rows, reused = [], 0
+    for case in tqdm(cases, desc=f"{method} L{layer}", file=progress, mininterval=5):
+        ckpt = cache / f"case_{int(case['case_id'])}.json" if cache is not None else None
+        if ckpt is not None and ckpt.exists():
+            rows.append(read_json(ckpt))
+            reused += 1
+            continue
+        row = edit_one(model, tok, case, method, int(layer), hparams, **kwargs)
+        if ckpt is not None:
+            write_json(row, ckpt)
+        rows.append(row)
+    if reused:
+        logger.info("reused %d checkpointed edit(s) from %s", reused, cache)
+    return as_edit_table(rows)
+
+
+def open_cache(cache: Path, fingerprint: str | None) -> None:
+    """Make ``cache`` the checkpoint directory of ``fingerprint``, wiping stale checkpoints."""
+    stamp = cache / "FINGERPRINT"
+    if fingerprint is not None and cache.exists():
+        if not stamp.exists() or stamp.read_text() != fingerprint:
+            logger.info("discarding checkpoints of other settings in %s", cache)
+            shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    if fingerprint is not None and not stamp.exists():
+        write_text(fingerprint, stamp)
+
+
+def as_edit_table(rows) -> pd.DataFrame:
+    """Rows (dicts or a frame) as a frame with exactly :data:`EDIT_COLUMNS`, typed."""
+    df = pd.DataFrame(rows).reindex(columns=EDIT_COLUMNS)
+    for col in ("case_id", "layer"):
+        df[col] = df[col].astype("int64")
+    for col in ("variant", "method", "target", "contrast", "subject", "edited_layers"):
+        df[col] = df[col].astype("string")
+    floats = [c for c in EDIT_COLUMNS if c not in {"case_id", "layer", "variant", "method",
+              "target", "contrast", "subject", "edited_layers"}]  # fmt: skip
+    df[floats] = df[floats].astype("float64")
+    return df
+
+
+def collect_shards(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Concatenate edit shard tables, sorted by (variant, method, layer, case_id)."""
+    frames = [as_edit_table(pd.read_parquet(p)) for p in paths]
+    df = pd.concat(frames, ignore_index=True) if frames else as_edit_table([])
+    dup = df.duplicated(["case_id", "variant", "method", "layer"])
+    if dup.any():
+        raise ValueError(f"duplicate edits in the shards: {df.loc[dup, ['case_id', 'variant', 'method', 'layer']].head()}")
+    return df.sort_values(["variant", "method", "layer", "case_id"], ignore_index=True)

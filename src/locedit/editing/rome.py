@@ -1,0 +1,167 @@
+"""ROME: rank-one model editing of one MLP down-projection (Meng et al. 2022, §3.1).
+
+W_proj at layer l is read as a linear associative memory k → v. The edit inserts (k*, v*):
+
+1. k* = mean over the context templates of the down-projection input at the subject's last token
+   (:func:`locedit.editing.compute_kv.module_io_at_lookup`).
+2. v* = argmin of NLL(target) over the context prompts + KL on "{subject} is a" + weight decay,
+   optimised as a delta on the down-projection output (:func:`compute_kv.optimize_value`).
+3. Ŵ = W + Λ uᵀ with u = C⁻¹k* / ‖C⁻¹k*‖ and Λ = (v* − W k_p) / (k_pᵀ u), where k_p and W k_p
+   are the down-projection input/output at the bare rewrite prompt — the authors' code
+   (``rome/compute_u.py``, ``compute_v.py``); Eq. 2 of the paper uses k* in both places. Hence
+   Ŵ k_p = v* exactly (tested), and the update has rank one.
+
+Hyperparameter defaults are the authors' GPT-J/GPT2-XL code values (paper-spec §6.1, §6.5).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from locedit.adapters import edit_weight, is_conv1d
+from locedit.editing.compute_kv import FACT_TOKENS, average_keys, fill_template, module_io_at_lookup, optimize_value
+from locedit.editing.covariance import CovarianceStore
+from locedit.editing.types import EditRequest, Snapshot
+
+logger = logging.getLogger(__name__)
+
+#: ``editing.methods.rome`` keys and defaults (authors' code, paper-spec §6.1).
+ROME_DEFAULTS: dict = {
+    "v_num_grad_steps": 20,  # forward passes of the v* optimisation (FF: 25 in the paper)
+    "v_lr": 0.5,  # Adam learning rate of delta
+    "v_weight_decay": 0.5,  # weight · ‖delta‖ / ‖v_init‖²
+    "kl_factor": 0.0625,  # weight of the essence KL term (paper EI: 1)
+    "clamp_norm_factor": 4.0,  # ‖delta‖ ≤ factor · ‖v_init‖
+    "early_stop_loss": 0.05,  # stop when loss < this (ROME upstream); null: never (BL)
+    "mom2_adjustment": True,  # u = C⁻¹k*; false: u = k* (EasyEdit's default, not the paper's)
+    "fact_token": "subject_last",  # lookup token: subject_last | last
+    "key_average": "flat",  # how keys average over templates: flat (ROME) | grouped (MEMIT)
+}
+
+#: Keys a config section may carry that are not hyperparameters (the driver's per-variant map).
+PASSTHROUGH_KEYS = ("per_variant",)
+
+
+def resolve_hparams(hparams: dict | None, defaults: dict, method: str) -> dict:
+    """Defaults overlaid with ``hparams``; an unknown key is an error naming the config path."""
+    hparams = dict(hparams or {})
+    for key in PASSTHROUGH_KEYS:
+        hparams.pop(key, None)
+    unknown = sorted(set(hparams) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"unknown editing.methods.{method} keys {unknown}; valid keys: {sorted(defaults)}"
+        )
+    hp = {**defaults, **hparams}
+    if hp["fact_token"] not in FACT_TOKENS:
+        raise ValueError(f"editing.methods.{method}.fact_token must be one of {FACT_TOKENS}")
+    if int(hp["v_num_grad_steps"]) < 1:
+        raise ValueError(f"editing.methods.{method}.v_num_grad_steps must be >= 1")
+    return hp
+
+
+@torch.no_grad()
+def add_update(model: nn.Module, layer: int, delta: torch.Tensor, snapshot: Snapshot) -> None:
+    """W[layer] += delta (``[d_model, d_mlp]``, Linear orientation), saving W first."""
+    w = edit_weight(model, layer)
+    snapshot.save(model, w)
+    upd = delta.T if is_conv1d(model) else delta
+    if upd.shape != w.shape:
+        raise ValueError(f"update of shape {tuple(upd.shape)} does not fit weight {tuple(w.shape)}")
+    w.add_(upd.to(w.device, w.dtype))
+
+
+def rome_update(
+    model: nn.Module,
+    tok: PreTrainedTokenizerBase,
+    request: EditRequest,
+    layer: int,
+    hp: dict,
+    stats: CovarianceStore | None,
+    context_templates: Sequence[str],
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Compute ROME's rank-one update without applying it.
+
+    Returns:
+        ``(vectors, diagnostics)``; vectors (float32): ``u [d_mlp]`` (unit left vector),
+        ``right [d_model]``, ``k_star [d_mlp]``, ``k_prompt [d_mlp]``, ``v_star [d_model]``,
+        ``out_prompt [d_model]`` (the unedited output at the bare prompt); the update is
+        ``right ⊗ u`` in Linear orientation ``[d_model, d_mlp]``.
+    """
+    t0 = time.perf_counter()
+    templates = [fill_template(c, request.prompt) for c in context_templates]
+    keys, _ = module_io_at_lookup(model, tok, request, templates, layer, fact_token=hp["fact_token"])
+    k_star = average_keys(keys, context_templates, hp["key_average"])  # [d_mlp]
+    value = optimize_value(model, tok, request, context_templates, layer, component="mlp_out", hp=hp)
+    k_p, out_p = module_io_at_lookup(model, tok, request, [request.prompt], layer, fact_token=hp["fact_token"])
+    k_p, out_p = k_p[0], out_p[0]
+    t1 = time.perf_counter()
+    if hp["mom2_adjustment"]:
+        if stats is None:
+            raise ValueError("ROME with mom2_adjustment needs covariance statistics")
+        u = stats.inv_times(layer, k_star).to(k_star.device)
+    else:
+        u = k_star.clone()
+    u = u / u.norm()
+    denom = torch.dot(k_p, u)
+    right = (value.target - out_p) / denom
+    t2 = time.perf_counter()
+    diag = dict(value.diagnostics)
+    diag.update(
+        {
+            "opt_seconds": t1 - t0,
+            "solve_seconds": t2 - t1,
+            "key_dot_u": float(denom),
+            "right_norm": float(right.norm()),
+            "residual_norm": float((value.target - out_p).norm()),
+        }
+    )
+    vectors = {
+        "u": u, "right": right, "k_star": k_star, "k_prompt": k_p,
+        "v_star": value.target, "out_prompt": out_p,
+    }  # fmt: skip
+    return vectors, diag
+
+
+def apply_rome(
+    model: nn.Module,
+    tok: PreTrainedTokenizerBase,
+    request: EditRequest,
+    layer: int,
+    hparams: dict | None,
+    stats: CovarianceStore | None,
+    context_templates: Sequence[str],
+) -> tuple[Snapshot, dict]:
+    """Edit ``model`` in place with ROME at ``layer``.
+
+    Args:
+        request: the edit (target, erasure via ``minimize``, fact forcing via ``noise``).
+        hparams: ``editing.methods.rome`` (merged with the variant's overrides); missing keys take
+            :data:`ROME_DEFAULTS`.
+        stats: C per layer (needed unless ``mom2_adjustment`` is false).
+        context_templates: the ``rome`` list of ``context_templates.json``; first ``"{}"``.
+
+    Returns:
+        ``(snapshot, diagnostics)``: restore the weights with
+        :func:`locedit.editing.types.restore`. Diagnostics are floats/ints: ``opt_seconds``
+        (k*, v* and the bare-prompt pass), ``update_seconds`` (C⁻¹k* solve + weight write),
+        ``loss``/``nll``/``kl``/``weight_decay`` of the last v* step, ``p_target_init`` /
+        ``p_target`` (mean target probability over the context prompts, before / at the last
+        step), ``n_forward``, ``delta_norm``, ``init_norm``, ``update_norm`` (Frobenius).
+    """
+    hp = resolve_hparams(hparams, ROME_DEFAULTS, "rome")
+    snapshot = Snapshot()
+    vectors, diag = rome_update(model, tok, request, layer, hp, stats, context_templates)
+    t0 = time.perf_counter()
+    delta = torch.outer(vectors["right"], vectors["u"])  # [d_model, d_mlp]
+    add_update(model, layer, delta, snapshot)
+    diag["update_seconds"] = diag.pop("solve_seconds") + time.perf_counter() - t0
+    diag["update_norm"] = float(vectors["right"].norm())  # ‖right ⊗ u‖_F with ‖u‖ = 1
+    diag["edited_layers"] = str(int(layer))
+    return snapshot, diag

@@ -1,0 +1,138 @@
+"""Every figure function draws from tables, writes PNG + PDF and closes its figure."""
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from locedit.analysis import plots
+from locedit.analysis.join import build_edit_vs_trace, known_tracing
+from locedit.analysis.regression import layer_correlations
+from locedit.analysis.study import CORR_FEATURES, run_study
+from tests.analysis_synth import make_tables
+
+
+@pytest.fixture(scope="module")
+def data():
+    facts, tracing, edits = make_tables(
+        n_cases=10, n_model_layers=4, edit_layers=(0, 1, 3), windows=(1, 5), seed=1
+    )
+    df = build_edit_vs_trace(edits, tracing, facts, window=5)
+    frames = run_study(df, 5, ["rewrite", "overall"], ["rewrite"], 5, 0, 0, 0, 0.95)
+    return df, frames, known_tracing(tracing, facts)
+
+
+def _figures(df, frames, curves):
+    corr = frames["layer_correlations"]
+    return {
+        "fig04": plots.rewrite_vs_trace(df, 1),
+        "fig14": plots.rewrite_vs_trace(
+            df, 1, metric="efficacy_magnitude", feature="trace_effect_abs_last", perfect_line=False
+        ),
+        "fig06": plots.r2_bars(frames["main"], "rewrite"),
+        "fig12": plots.r2_bars(frames["windows"], "rewrite", row="window"),
+        "fig07": plots.scores_by_layer(df, ["rewrite", "paraphrase", "neighborhood"], "t"),
+        "fig09": plots.scores_by_layer(df, ["overall", "overall_essence"], "t"),
+        "fig10": plots.tracing_by_window(curves, "t"),
+        "fig11": plots.peaks_by_window(curves, "t"),
+        "fig15": plots.scatter_by_layer(
+            df, corr, "error_injection", "rome", "rewrite", "trace_effect", "t"
+        ),
+        "fig21": plots.scatter_by_layer(
+            df, corr, "error_injection", "rome", "rewrite", "zero_effect", "t"
+        ),
+    }
+
+
+def test_every_figure_is_saved_as_png_and_pdf_and_closed(data, tmp_path):
+    plt.close("all")
+    for name, fig in _figures(*data).items():
+        png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
+        plots.save(fig, png, pdf)
+        assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
+    assert plt.get_fignums() == []
+
+
+def test_facets_and_axes_label_layers_one_indexed(data):
+    df, frames, curves = data
+    fig = plots.scatter_by_layer(
+        df, frames["layer_correlations"], "error_injection", "rome", "rewrite", "trace_effect", "t"
+    )
+    titles = sorted(ax.get_title() for ax in fig.axes if ax.get_title())
+    assert [t.split(":")[0] for t in titles] == ["Layer 1", "Layer 2", "Layer 4"]
+    fig4 = plots.rewrite_vs_trace(df, 3)
+    assert "layer 4" in fig4.axes[0].get_title()
+    plt.close("all")
+
+
+def test_missing_data_gives_a_labelled_empty_figure(data, tmp_path):
+    df, frames, _ = data
+    no_zero = df.drop(columns=["zero_effect"])
+    figs = [
+        plots.scatter_by_layer(
+            no_zero,
+            frames["layer_correlations"],
+            "error_injection",
+            "rome",
+            "rewrite",
+            "zero_effect",
+            "t",
+        ),
+        plots.rewrite_vs_trace(df, 2),  # layer 3 (0-indexed 2) was not edited
+        plots.r2_bars(frames["main"].iloc[0:0], "rewrite"),
+        plots.tracing_by_window(
+            pd.DataFrame(columns=["case_id", "window", "layer", "effect_frac_max"]), "t"
+        ),
+    ]
+    for i, fig in enumerate(figs):
+        plots.save(fig, tmp_path / f"{i}.png", tmp_path / f"{i}.pdf")
+    assert plt.get_fignums() == []
+
+
+def test_default_layer_resolution():
+    assert plots.resolve_default_layer([0, 4, 8, 12, 4], None) == 4
+    assert plots.resolve_default_layer([5, 0, 9], 5) == 5
+    with pytest.raises(ValueError, match="analysis.default_layer=7"):
+        plots.resolve_default_layer([0, 5], 7)
+
+
+def test_layer_correlations_cover_features_and_layers(data):
+    df, _, _ = data
+    corr = layer_correlations(df, CORR_FEATURES, ["rewrite"])
+    rome = corr[(corr.method == "rome") & (corr.variant == "error_injection")]
+    assert sorted(rome.layer.unique()) == [0, 1, 3]
+    assert set(rome.feature) == set(CORR_FEATURES)
+
+
+def test_a_run_with_no_known_facts_still_draws_and_tabulates(tmp_path):
+    from locedit.analysis.tables import build_tables, render
+
+    facts, tracing, edits = make_tables(n_cases=6, n_model_layers=4, edit_layers=(0, 1, 3), seed=4)
+    facts = facts.assign(is_correct=False)
+    df = build_edit_vs_trace(edits, tracing, facts, window=5)
+    assert df.empty
+    frames = run_study(df, 5, ["rewrite", "overall"], ["rewrite"], 5, 5, 5, 0, 0.95)
+    layer = plots.resolve_default_layer(df["layer"], None)
+    assert layer is None
+    meta = dict(model_name="t", model_source="t", dataset_name="d", dataset_format="counterfact")
+    for name, sections in build_tables(frames, meta, 0.05, layer).items():
+        render(sections, name)
+    figs = [
+        plots.rewrite_vs_trace(df, layer),
+        plots.scatter_by_layer(
+            df,
+            frames["layer_correlations"],
+            "error_injection",
+            "rome",
+            "rewrite",
+            "trace_effect",
+            "t",
+        ),
+        plots.r2_bars(frames["main"], "rewrite"),
+        plots.r2_bars(frames["windows"], "rewrite", row="window"),
+        plots.scores_by_layer(df, ["rewrite"], "t"),
+        plots.tracing_by_window(known_tracing(tracing, facts), "t"),
+        plots.peaks_by_window(known_tracing(tracing, facts), "t"),
+    ]
+    for i, fig in enumerate(figs):
+        plots.save(fig, tmp_path / f"{i}.png", tmp_path / f"{i}.pdf")
+    assert plt.get_fignums() == []

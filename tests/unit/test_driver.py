@@ -1,0 +1,207 @@
+"""The edit job loop: apply → evaluate → restore (bit-exact), checkpoints, results table."""
+
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import pytest
+import torch
+
+from locedit.editing import driver
+from locedit.editing.driver import EDIT_COLUMNS, collect_shards, edit_one, run_edit_job
+from locedit.editing.inputs import prepare_inputs
+from locedit.editing.metrics import RECOVERED_FLOOR
+from locedit.editing.types import Snapshot
+
+ESSENCE = {"n_texts": 2, "top_k": 5, "max_new_tokens": 6, "max_tokens": 100}
+FT = {"lr": 5e-2, "num_steps": 5, "norm_constraint": 2e-2}
+
+
+def _facts(records):
+    return {
+        int(r["case_id"]): {
+            "is_correct": True,
+            "erasure_eligible": True,
+            "target_true": r["requested_rewrite"]["target_true"]["str"],
+        }
+        for r in records
+    }
+
+
+def _cases(model, tok, records, variants):
+    out = prepare_inputs(
+        model, tok, records, _facts(records), variants=variants, o_noise={0: "Paris", 1: "Paris"},
+        noise_std=0.5, essence=ESSENCE, seed=0,
+    )  # fmt: skip
+    return out["cases"]
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same(model, state):
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+@pytest.mark.parametrize("method", ["ft-1", "ft-5"])
+def test_job_restores_weights_bit_exact(tiny_gpt2, tiny_tokenizer, counterfact_records, method):
+    state = _state(tiny_gpt2)
+    cases = _cases(tiny_gpt2, tiny_tokenizer, counterfact_records[:2], ["error_injection", "fact_forcing"])
+    df = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, method, 2, FT)
+    _assert_same(tiny_gpt2, state)
+    assert list(df.columns) == EDIT_COLUMNS and len(df) == 4
+    assert (df["method"] == method).all() and (df["layer"] == 2).all()
+    assert (df["rewrite_post"] > df["rewrite_pre"]).all()  # the edits did something
+    expected = "2" if method == "ft-1" else "0,1,2,3"
+    assert (df["edited_layers"] == expected).all()
+
+
+def test_rome_job_restores_weights_bit_exact(tiny_gpt2, tiny_tokenizer, counterfact_records):
+    pytest.importorskip("locedit.editing.rome")
+    from locedit.adapters import edit_weight, n_layers
+    from locedit.editing.covariance import CovarianceStore
+
+    d = edit_weight(tiny_gpt2, 0).shape[0]  # Conv1D: [d_mlp, d_model]
+    g = torch.Generator().manual_seed(0)
+    mats = {}
+    for layer in range(n_layers(tiny_gpt2)):
+        a = torch.randn(d, 4 * d, generator=g)
+        mats[layer] = a @ a.T / (4 * d) + 0.1 * torch.eye(d)
+    state = _state(tiny_gpt2)
+    cases = _cases(tiny_gpt2, tiny_tokenizer, counterfact_records[:1], ["error_injection"])
+    # A random tiny model needs ROME's weight decay off for v* to move (as in test_rome).
+    hp = {"v_weight_decay": 0.0, "clamp_norm_factor": 100.0, "v_num_grad_steps": 3, "early_stop_loss": None}
+    for method in ("rome", "memit"):
+        df = run_edit_job(
+            tiny_gpt2, tiny_tokenizer, cases, method, 1, hp,
+            stats=CovarianceStore.from_matrices(mats), context_templates=["{}", "Hello. {}"],
+        )  # fmt: skip
+        _assert_same(tiny_gpt2, state)
+        assert df["rewrite_post"].iloc[0] != df["rewrite_pre"].iloc[0]
+
+
+def _likely_word(model, tok, prompt):
+    ids = torch.tensor([tok(prompt)["input_ids"]])
+    for tid in model(input_ids=ids).logits[0, -1].argsort(descending=True).tolist():
+        word = tok.decode([tid])
+        if word.startswith(" ") and word.strip().isalpha():
+            return word.strip()
+    raise AssertionError("no word token")
+
+
+def test_erasure_lowers_p_true(tiny_gpt2, tiny_tokenizer, counterfact_records):
+    rec = copy.deepcopy(counterfact_records[0])
+    rw = rec["requested_rewrite"]
+    # Make o_true a word the random model finds likely, so p(o_true) has a usable gradient.
+    rw["target_true"]["str"] = _likely_word(tiny_gpt2, tiny_tokenizer, rw["prompt"].format(rw["subject"]))
+    case = _cases(tiny_gpt2, tiny_tokenizer, [rec], ["fact_erasure"])[0]
+    assert case["minimize"] and case["target"] == rw["target_true"]["str"]
+    row = edit_one(tiny_gpt2, tiny_tokenizer, case, "ft-1", 3, {**FT, "num_steps": 10, "stop_loss": 0.0})
+    assert row["rewrite_post"] < row["rewrite_pre"]
+    assert row["rewrite_score"] == pytest.approx(1 - row["rewrite_post"] / row["rewrite_pre"])
+    assert row["rewrite_score"] > 0.05
+
+
+def test_noop_edit_has_neutral_scores(tiny_gpt2, tiny_tokenizer, counterfact_records, monkeypatch):
+    """With weights unchanged, post-edit values reproduce the stored pre-edit values exactly."""
+    monkeypatch.setitem(driver.METHODS, "ft-1", lambda *a, **k: (Snapshot(), {}))
+    cases = _cases(
+        tiny_gpt2, tiny_tokenizer, counterfact_records[:1], ["fact_amplification", "fact_forcing"]
+    )
+    df = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "ft-1", 0, {})
+    assert (df["rewrite_post"] == df["rewrite_pre"]).all()
+    assert (df["rewrite_score"] == RECOVERED_FLOOR).all()
+    assert (df["neighborhood_score"] == 1.0).all() and (df["essence_score"] == 1.0).all()
+    assert (df["essence_ppl_post"] == df["essence_ppl_pre"]).all()
+    # Fact forcing is scored under the noised subject: its pre-edit p differs from the clean one.
+    ff = df.set_index("variant")
+    assert ff.loc["fact_forcing", "rewrite_pre"] != ff.loc["fact_amplification", "rewrite_pre"]
+
+
+def test_checkpoints_resume(tiny_gpt2, tiny_tokenizer, counterfact_records, tmp_path, monkeypatch):
+    cases = _cases(tiny_gpt2, tiny_tokenizer, counterfact_records[:3], ["error_injection"])
+    first = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "ft-1", 1, FT, cache_dir=tmp_path, fingerprint="a")
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["case_0.json", "case_1.json", "case_2.json"]
+    (tmp_path / "case_1.json").unlink()  # as if the job had been killed before case 1 finished
+    calls = []
+    real = driver.METHODS["ft-1"]
+
+    def counting(model, tok, request, *args):
+        calls.append(request.case_id)
+        return real(model, tok, request, *args)
+
+    monkeypatch.setitem(driver.METHODS, "ft-1", counting)
+    again = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "ft-1", 1, FT, cache_dir=tmp_path, fingerprint="a")
+    assert calls == [1]
+    cols = [c for c in EDIT_COLUMNS if not c.endswith("_seconds")]
+    pd.testing.assert_frame_equal(first[cols], again[cols])
+    # Other settings (a new fingerprint) never reuse these checkpoints.
+    run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "ft-1", 1, FT, cache_dir=tmp_path, fingerprint="b")
+    assert calls == [1, 0, 1, 2]
+    assert (tmp_path / "FINGERPRINT").read_text() == "b"
+
+
+def test_collect_shards(tmp_path):
+    rows = [
+        {"case_id": c, "variant": "fact_erasure", "method": m, "layer": 1, "rewrite_score": 0.5}
+        for m in ("rome", "ft-1")
+        for c in (2, 1)
+    ]
+    pd.DataFrame(rows[:2]).to_parquet(tmp_path / "a.parquet")
+    pd.DataFrame(rows[2:]).to_parquet(tmp_path / "b.parquet")
+    pd.DataFrame().to_parquet(tmp_path / "empty.parquet")  # a shard without eligible facts
+    df = collect_shards([tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "empty.parquet"])
+    assert list(df.columns) == EDIT_COLUMNS
+    assert list(zip(df["method"], df["case_id"])) == [("ft-1", 1), ("ft-1", 2), ("rome", 1), ("rome", 2)]
+    with pytest.raises(ValueError, match="duplicate edits"):
+        collect_shards([tmp_path / "a.parquet", tmp_path / "a.parquet"])
+
+
+def test_bad_layer_names_config_key(tiny_gpt2, tiny_tokenizer):
+    with pytest.raises(ValueError, match="editing.layers"):
+        run_edit_job(tiny_gpt2, tiny_tokenizer, [], "ft-1", 9, {})
+    with pytest.raises(ValueError, match="unknown editing method"):
+        run_edit_job(tiny_gpt2, tiny_tokenizer, [], "ft-3", 1, {})
+
+
+def test_prepare_inputs_skips_ineligible_and_shares_essence(tiny_gpt2, tiny_tokenizer, counterfact_records):
+    recs = counterfact_records[:3]
+    facts = _facts(recs)
+    facts[0]["is_correct"] = False
+    facts[1]["erasure_eligible"] = False
+    out = prepare_inputs(
+        tiny_gpt2, tiny_tokenizer, recs, facts,
+        variants=["fact_erasure", "tracing_reversal", "fact_forcing"],
+        o_noise={1: "Paris"}, noise_std=0.5, essence=ESSENCE, seed=0,
+    )  # fmt: skip
+    skipped = {(s["case_id"], s["variant"]): s["reason"] for s in out["skipped"]}
+    assert skipped[(0, "fact_erasure")] == "not is_correct"
+    assert skipped[(1, "fact_erasure")] == "not erasure_eligible"
+    assert skipped[(2, "tracing_reversal")] == "no o_noise"
+    done = {(c["case_id"], c["variant"]) for c in out["cases"]}
+    assert done == {(1, "tracing_reversal"), (1, "fact_forcing"), (2, "fact_erasure"), (2, "fact_forcing")}
+    by = {(c["case_id"], c["variant"]): c for c in out["cases"]}
+    # Essence texts are per fact (shared by its variants); FF perplexity is under noise.
+    assert by[(2, "fact_erasure")]["essence_texts"] == by[(2, "fact_forcing")]["essence_texts"]
+    assert len(by[(2, "fact_erasure")]["essence_texts"]) == ESSENCE["n_texts"]
+    assert by[(2, "fact_erasure")]["essence_ppl_pre"] != by[(2, "fact_forcing")]["essence_ppl_pre"]
+    again = prepare_inputs(
+        tiny_gpt2, tiny_tokenizer, recs, facts,
+        variants=["fact_erasure", "tracing_reversal", "fact_forcing"],
+        o_noise={1: "Paris"}, noise_std=0.5, essence=ESSENCE, seed=0,
+    )  # fmt: skip
+    assert again == out  # deterministic
+    # The workflow samples essence texts once per shard (sample_essence) and reuses them.
+    from locedit.editing.inputs import sample_essence
+
+    ess = sample_essence(tiny_gpt2, tiny_tokenizer, recs, facts, essence=ESSENCE, seed=0)
+    assert sorted(ess) == [1, 2]  # fact 0 is not known: no texts
+    shared = prepare_inputs(
+        tiny_gpt2, tiny_tokenizer, recs, facts,
+        variants=["fact_erasure", "tracing_reversal", "fact_forcing"],
+        o_noise={1: "Paris"}, noise_std=0.5, essence=ESSENCE, seed=0, essence_texts=ess,
+    )  # fmt: skip
+    assert shared == out

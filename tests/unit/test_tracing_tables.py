@@ -1,0 +1,182 @@
+"""Per-layer tracing effects from grids: definitions, statuses, and tracing a small dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from locedit.tracing import TraceResult, ZeroResult
+from locedit.tracing_tables import (
+    EFFECT_COLUMNS,
+    facts_frame,
+    grid_frame,
+    layer_effects,
+    peak_layers,
+    trace_dataset,
+    zero_frame,
+)
+
+RUNS = [{"kind": "mlp", "window": 3}, {"kind": "zero", "window": 3}]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: these tiny models are slower with more on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _fixture():
+    # 3 prompt tokens (subject = token 1), 2 layers; p_clean 0.5, p_noised 0.1
+    restored = np.array([[0.1, 0.1], [0.3, 0.6], [0.2, 0.05]])
+    res = TraceResult("mlp", 3, 0.5, 0.1, restored, (1, 2), ["a", "b", "c"], 0.2, 10, 0)
+    zero = ZeroResult(3, 0.5, np.array([0.25, 0.6]), (1, 2))
+    grid = pd.concat([grid_frame(7, res), zero_frame(7, zero)], ignore_index=True)
+    facts = facts_frame(
+        [
+            {
+                "case_id": 7,
+                "status": "ok",
+                "p_clean": 0.5,
+                "p_noised": 0.1,
+                "noise_std": 0.2,
+                "n_layers": 2,
+                "subject_start": 1,
+                "subject_end": 2,
+                "n_prompt_tokens": 3,
+                "target": "x",
+                "o_noise": "y",
+                "o_noise_equals_true": False,
+            },
+            {
+                "case_id": 9,
+                "status": "subject_not_found",
+                "noise_std": 0.2,
+                "n_layers": 2,
+                "target": "x",
+            },
+        ]
+    )
+    return grid, facts
+
+
+def _row(eff, case_id, kind, layer):
+    sel = eff[(eff.case_id == case_id) & (eff.kind == kind) & (eff.layer == layer)]
+    assert len(sel) == 1
+    return sel.iloc[0]
+
+
+def test_paper_definition():
+    grid, facts = _fixture()
+    eff = layer_effects(grid, facts, RUNS, definition="paper")
+    assert list(eff.columns) == EFFECT_COLUMNS
+    assert len(eff) == 2 * 2 * 2  # facts x runs x layers, failed facts included
+    r0, r1 = _row(eff, 7, "mlp", 0), _row(eff, 7, "mlp", 1)
+    assert r0.effect_frac_max == pytest.approx((0.3 - 0.1) / 0.4)
+    assert r0.effect_frac_last == pytest.approx((0.3 - 0.1) / 0.4)
+    assert r1.effect_frac_max == pytest.approx((0.6 - 0.1) / 0.4)  # > 1: not clipped
+    assert r1.effect_abs_max == pytest.approx(0.5)
+    # token 2 restores below p_noised at layer 1: it is not the max, but abs can be negative
+    assert r1.effect_abs_last == pytest.approx(0.5)
+    assert r0.status == "ok" and r0.noise_std == 0.2
+
+
+def test_authors_code_definition_clips_and_uses_high_score():
+    grid, facts = _fixture()
+    eff = layer_effects(grid, facts, RUNS, definition="authors_code")
+    high = 0.6  # max(p_clean 0.5, max restored 0.6)
+    assert _row(eff, 7, "mlp", 1).effect_frac_max == pytest.approx(0.5 / (high - 0.1))
+    assert _row(eff, 7, "mlp", 0).effect_frac_max == pytest.approx(0.2 / (high - 0.1))
+    z = _row(eff, 7, "zero", 1)  # zeroing raised p: clipped at 0
+    assert z.effect_frac_max == 0 and z.effect_abs_max == pytest.approx(0.5 - 0.6)
+
+
+def test_zero_effect_is_fraction_removed():
+    grid, facts = _fixture()
+    eff = layer_effects(grid, facts, RUNS)
+    z = _row(eff, 7, "zero", 0)
+    assert z.effect_frac_max == pytest.approx(0.5) and z.effect_frac_last == pytest.approx(0.5)
+    assert z.effect_abs_max == pytest.approx(0.25) and z.effect_abs_last == pytest.approx(0.25)
+    assert _row(eff, 7, "zero", 1).effect_frac_max == pytest.approx(-0.2)  # paper: unclipped
+
+
+def test_failed_and_flat_facts_keep_rows_with_reason():
+    grid, facts = _fixture()
+    eff = layer_effects(grid, facts, RUNS)
+    failed = eff[eff.case_id == 9]
+    assert len(failed) == 4 and set(failed.status) == {"subject_not_found"}
+    assert failed[["effect_frac_max", "effect_abs_last"]].isna().all().all()
+    facts.loc[facts.case_id == 7, "p_noised"] = 0.5  # noise has no effect
+    eff = layer_effects(grid, facts, RUNS)
+    assert set(eff[(eff.case_id == 7) & (eff.kind == "mlp")].status) == {"no_noise_effect"}
+    assert eff[(eff.case_id == 7) & (eff.kind == "mlp")].effect_frac_max.isna().all()
+    assert set(eff[(eff.case_id == 7) & (eff.kind == "zero")].status) == {"ok"}
+
+
+def test_bad_definition_names_the_key():
+    grid, facts = _fixture()
+    with pytest.raises(ValueError, match="tracing.effect_definition"):
+        layer_effects(grid, facts, RUNS, definition="median")
+
+
+def test_peak_layers():
+    grid, facts = _fixture()
+    peaks = peak_layers(layer_effects(grid, facts, RUNS), "mlp", 3)
+    assert peaks.to_dict("records") == [{"case_id": 7, "layer": 1, "effect_frac_max": 1.25}]
+
+
+def test_trace_dataset(tiny_gpt2, tiny_tokenizer, counterfact_records):
+    from locedit.records import flat_fact
+
+    facts = [flat_fact(r) for r in counterfact_records[:2]]
+    facts.append({**facts[0], "case_id": 99, "subject": ""})  # cannot be located
+    runs = [
+        {"kind": "mlp", "window": 3},
+        {"kind": "attn", "window": 1},
+        {"kind": "zero", "window": 3},
+    ]
+    grid, table = trace_dataset(
+        tiny_gpt2,
+        tiny_tokenizer,
+        facts,
+        runs,
+        noise_std=0.3,
+        samples=2,
+        seed=0,
+        row_budget=64,
+        o_noise_max_tokens=4,
+    )
+    assert list(table.status) == ["ok", "ok", "subject_not_found"]
+    ok = table[table.status == "ok"]
+    assert ok.o_noise.str.len().min() > 0
+    assert set(grid.case_id) == set(ok.case_id)
+    assert set(zip(grid.kind, grid.window)) == {("mlp", 3), ("attn", 1), ("zero", 3)}
+    n_tok = int(ok.n_prompt_tokens.iloc[0])
+    first = grid[(grid.case_id == ok.case_id.iloc[0]) & (grid.kind == "mlp")]
+    assert len(first) == n_tok * 4 and first.is_last_subject.sum() == 4
+    eff = layer_effects(grid, table, runs)
+    assert len(eff) == 3 * 3 * 4
+    assert eff[eff.status == "ok"].effect_frac_max.notna().all()
+
+
+def test_figures_are_written(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from locedit.plots_tracing import plot_peak_layers, plot_trace_heatmaps, save_figure
+
+    grid, facts = _fixture()
+    fig = plot_trace_heatmaps(grid, facts, [7])
+    assert len(fig.axes) >= 1 and "window 3" in fig.axes[0].get_title()
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b*", "c"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "2"]  # 1-indexed
+    save_figure(fig, tmp_path / "h.png", tmp_path / "h.pdf")
+    peaks = peak_layers(layer_effects(grid, facts, RUNS), "mlp", 3)
+    fig = plot_peak_layers(peaks, 2, [1], "mlp", 3)
+    save_figure(fig, tmp_path / "p.png", tmp_path / "p.pdf")
+    for name in ("h.png", "h.pdf", "p.png", "p.pdf"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert not plt.get_fignums()  # closed after saving

@@ -1,0 +1,151 @@
+"""The generated fact world: record shape, held-out paraphrases, neighbours, determinism."""
+
+import re
+
+import pytest
+
+from locedit.records import subject_token_range, validate_records
+from locedit.toy import train_tokenizer
+from locedit.world import RELATIONS, generate_world, heldout_sentences, make_facts
+
+WORLD = {
+    "n_subjects": 24,
+    "n_relations": 6,
+    "relations_per_subject": 2,
+    "objects_per_relation": 4,
+    "heldout_templates": 2,
+    "n_neighborhood": 10,
+    "n_attribute": 10,
+    "prefix_prob": 0.5,
+    "n_filler": 20,
+}
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_world(WORLD, seed=3)
+
+
+@pytest.fixture(scope="module")
+def world_tokenizer(world):
+    return train_tokenizer(world[1], vocab_size=400)
+
+
+def test_records_have_counterfact_shape_and_validate(world, world_tokenizer):
+    records, _ = world
+    assert [r["case_id"] for r in records] == list(range(WORLD["n_subjects"] * 2))
+    validate_records(records, world_tokenizer)
+    for r in records:
+        rw = r["requested_rewrite"]
+        assert rw["prompt"].count("{}") == 1
+        assert rw["target_new"]["str"] != rw["target_true"]["str"]
+        assert len(r["paraphrase_prompts"]) == WORLD["heldout_templates"]
+        assert isinstance(r["attribute_prompts"], list)
+
+
+def test_at_least_six_relations_and_spread_objects(world):
+    records, _ = world
+    rels = {r["requested_rewrite"]["relation_id"] for r in records}
+    assert len(rels) >= 6
+    for rel in rels:
+        objs = [r["requested_rewrite"]["target_true"]["str"] for r in records
+                if r["requested_rewrite"]["relation_id"] == rel]
+        assert len(set(objs)) == WORLD["objects_per_relation"]
+
+
+def test_subjects_are_multi_token(world, world_tokenizer):
+    records, _ = world
+    for r in records:
+        rw = r["requested_rewrite"]
+        start, end = subject_token_range(world_tokenizer, rw["prompt"], rw["subject"])
+        assert end - start >= 2, rw["subject"]
+
+
+def _template_of(prompt: str, subject: str) -> str:
+    return prompt.replace(subject, "{}")
+
+
+def test_rewrite_prompt_is_trained_and_paraphrases_are_held_out(world):
+    records, docs = world
+    corpus = "\n".join(docs)
+    for r in records:
+        rw = r["requested_rewrite"]
+        true = rw["target_true"]["str"]
+        assert f"{rw['prompt'].format(rw['subject'])} {true}." in corpus
+        for para in r["paraphrase_prompts"]:
+            # filler sentence first, then the filled held-out template at the end
+            assert not para.startswith(rw["subject"]) and para.count(".") >= 1
+            stated = para.split(". ")[-1]
+            assert rw["subject"] in stated
+            assert f"{stated} {true}." not in corpus, (r["case_id"], stated)
+            # ... but the template's form is seen with other subjects
+            template = _template_of(stated, rw["subject"])
+            form = re.escape(template).replace(r"\{\}", r"[A-Z]\w+ [A-Z]\w+")
+            assert re.search(form, corpus), template
+
+
+def test_heldout_sentences_never_in_corpus():
+    facts = make_facts(WORLD, seed=5)
+    from locedit.world import make_corpus
+
+    corpus = set(make_corpus(facts, WORLD, seed=5))
+    lines = "\n".join(corpus)
+    assert all(s not in lines for s in heldout_sentences(facts))
+
+
+def test_neighbours_share_relation_and_object_attributes_hold_target_new(world):
+    records, _ = world
+    facts = {}
+    for r in records:
+        rw = r["requested_rewrite"]
+        facts[(rw["subject"], rw["relation_id"])] = rw["target_true"]["str"]
+    templates = {rel.relation_id: rel.templates for rel in RELATIONS}
+
+    def owner(prompt, relation_id):
+        for t in templates[relation_id]:
+            head, tail = t.split("{}")
+            if prompt.startswith(head) and prompt.endswith(tail):
+                return prompt[len(head) : len(prompt) - len(tail)]
+        raise AssertionError(f"{prompt!r} matches no {relation_id} template")
+
+    for r in records:
+        rw = r["requested_rewrite"]
+        assert r["neighborhood_prompts"], r["case_id"]
+        for p in r["neighborhood_prompts"]:
+            s = owner(p, rw["relation_id"])
+            assert s != rw["subject"]
+            assert facts[(s, rw["relation_id"])] == rw["target_true"]["str"]
+        for p in r["attribute_prompts"]:
+            s = owner(p, rw["relation_id"])
+            assert facts[(s, rw["relation_id"])] == rw["target_new"]["str"]
+
+
+def test_deterministic_for_a_seed_and_seed_matters():
+    a = generate_world(WORLD, seed=7)
+    b = generate_world(WORLD, seed=7)
+    c = generate_world(WORLD, seed=8)
+    assert a == b
+    assert a != c
+
+
+def test_descriptions_start_with_is_a(world):
+    records, docs = world
+    for subject in {r["requested_rewrite"]["subject"] for r in records}:
+        assert any(d.startswith(f"{subject} is a ") for d in docs), subject
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("n_relations", 5), ("relations_per_subject", 0), ("heldout_templates", 4), ("n_subjects", 4)],
+)
+def test_bad_config_names_the_key(key, value):
+    with pytest.raises(ValueError, match=key):
+        generate_world({**WORLD, key: value}, seed=0)
+
+
+def test_subject_names_never_contain_objects():
+    objects = {o.lower() for rel in RELATIONS for o in rel.objects}
+    records, _ = generate_world({**WORLD, "n_subjects": 400}, seed=0)
+    for r in records:
+        words = {w.lower() for w in r["requested_rewrite"]["subject"].split()}
+        assert len(words) == 2 and not words & objects, r["requested_rewrite"]["subject"]

@@ -1,0 +1,121 @@
+"""Every analysis rule (join, regressions, tables, figures) runs through Snakemake on the reduced
+default config, from synthetic upstream tables shaped like the real ones (no model is loaded)."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import yaml
+
+from tests.analysis_synth import make_tables
+from tests.workflow.helpers import REPO, snakemake, write_config
+
+ANALYSIS_RULES = [
+    "join_edits_tracing", "fit_regressions", "write_tables", "plot_edit_scores", "plot_r2_bars",
+    "plot_trace_scatter", "plot_tracing_windows",
+]  # fmt: skip
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def _config() -> dict:
+    """The reduced test config (.test/config.yaml) over the defaults of config.yaml."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    test_cfg = REPO / ".test" / "config.yaml"
+    return _merge(cfg, yaml.safe_load(test_cfg.read_text())) if test_cfg.exists() else cfg
+
+
+def _targets(results: str) -> list[str]:
+    smk = (REPO / "workflow/rules/analysis.smk").read_text()
+    figs = re.findall(r'"(fig\d+[a-z]?_[a-z0-9_]+)": \(', smk)
+    tables = re.findall(
+        r'"([a-z0-9_]+)"', re.search(r"ANALYSIS_TABLES = \[(.*?)\]", smk, re.S).group(1)
+    )
+    return (
+        [f"{results}/regression.csv"]
+        + [f"{results}/analysis/tables/{t}.{e}" for t in tables for e in ("md", "tex")]
+        + [f"{results}/figures/{f}.{e}" for f in figs for e in ("png", "pdf")]
+    )
+
+
+def test_analysis_rules_run_on_the_reduced_config(tmp_path):
+    cfg = _config()
+    cfg["analysis"]["bootstrap_replicates"] = 20  # the rules, not the statistics, are under test
+    cfg["analysis"]["permutations"] = 20
+    layers = cfg["editing"]["layers"]
+    windows = sorted({r["window"] for r in cfg["tracing"]["runs"] if r["kind"] == "mlp"})
+    assert cfg["analysis"]["window"] in windows
+    facts, tracing, edits = make_tables(
+        n_cases=15,
+        n_model_layers=max(layers) + 2,
+        edit_layers=tuple(layers),
+        windows=tuple(windows),
+        variants=tuple(cfg["editing"]["variants"]),
+        methods=tuple(cfg["editing"]["run_methods"]),
+        seed=2,
+    )
+    results = f"results/{cfg['model']['name']}/{cfg['dataset']['name']}"
+    out = tmp_path / results
+    out.mkdir(parents=True)
+    facts.to_parquet(out / "facts.parquet")
+    tracing.to_parquet(out / "tracing.parquet")
+    edits.to_parquet(out / "edits.parquet")
+    configfile = write_config(tmp_path, cfg)
+    targets = _targets(results)
+    assert len(targets) > 40
+    snakemake(
+        tmp_path,
+        "--cores",
+        "2",
+        "--allowed-rules",
+        *ANALYSIS_RULES,
+        "--",
+        *targets,
+        configfile=configfile,
+    )
+    for t in targets:
+        path = tmp_path / t
+        assert path.exists() and path.stat().st_size > 0, t
+        if t.endswith(".png"):
+            assert path.read_bytes()[:4] == b"\x89PNG"
+    reg = pd.read_csv(out / "regression.csv")
+    for col in [
+        "variant",
+        "method",
+        "metric",
+        "n",
+        "r2_layer",
+        "r2_trace",
+        "r2_both",
+        "r2_diff",
+        "f_pvalue",
+        "rmse_layer",
+        "mae_trace",
+        "wald_pvalue_cluster",
+        "r2_diff_ci_low",
+        "perm_pvalue",
+        "status",
+    ]:
+        assert col in reg.columns, col
+    assert len(reg) == len(cfg["editing"]["variants"]) * len(cfg["editing"]["run_methods"]) * len(
+        cfg["analysis"]["metrics"]
+    )
+    joined = pd.read_parquet(out / "edit_vs_trace.parquet")
+    assert joined["case_id"].isin(facts.loc[facts.is_correct, "case_id"]).all()
+    # Nothing left to do: outputs are complete and their params/code hashes recorded.
+    dry = snakemake(
+        tmp_path, "-n", "--allowed-rules", *ANALYSIS_RULES, "--", *targets, configfile=configfile
+    )
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_every_figure_has_a_caption():
+    smk = (REPO / "workflow/rules/analysis.smk").read_text()
+    for stem, caption in re.findall(r'"(fig\d+[a-z]?_[a-z0-9_]+)": \("([a-z0-9]+\.rst)"', smk):
+        assert (REPO / "workflow/report" / caption).read_text().strip(), stem

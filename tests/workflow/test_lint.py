@@ -1,0 +1,54 @@
+"""`snakemake --lint` and `snakefmt --check` are clean (both gate CI through this test)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.workflow.helpers import REPO
+from tests.workflow.runs import run, prepare_workdir
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    cfg = prepare_workdir(tmp_path)
+    proc = run(tmp_path, "--lint", configfile=cfg, check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Lints for" not in text, f"snakemake --lint:\n{text[-6000:]}"
+
+
+def test_snakefmt_check_is_clean():
+    snakefmt = shutil.which("snakefmt")
+    if snakefmt is None:
+        pytest.skip("snakefmt is not installed (pip install -e '.[dev]')")
+    proc = subprocess.run([snakefmt, "--check", "--diff", "."], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, f"snakefmt --check:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+
+
+#: The long-running rules: each keeps a Snakemake benchmark table.
+LONG_RULES = {"train_toy_model", "filter_known_facts", "trace_facts", "compute_layer_stats",
+              "prepare_edit_inputs", "edit_facts"}
+
+
+def _rule_blocks() -> dict[str, str]:
+    blocks = {}
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        parts = re.split(r"^(?:rule|checkpoint) (\w+):\n", smk.read_text(), flags=re.M)
+        for name, body in zip(parts[1::2], parts[2::2]):
+            blocks[name] = body.split("\n\n\n")[0]
+    return blocks
+
+
+def test_every_rule_logs_and_long_rules_benchmark():
+    blocks = _rule_blocks()
+    assert LONG_RULES <= set(blocks), sorted(LONG_RULES - set(blocks))
+    no_log = sorted(name for name, body in blocks.items() if "    log:" not in body)
+    assert not no_log, f"rules without log: {no_log}"
+    no_bench = sorted(name for name in LONG_RULES if "    benchmark:" not in blocks[name])
+    assert not no_bench, f"long rules without benchmark: {no_bench}"
+    with_message = sorted(name for name, body in blocks.items() if "    message:" in body)
+    assert not with_message, f"message: hides job details: {with_message}"

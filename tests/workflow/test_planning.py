@@ -1,0 +1,54 @@
+"""Planning the paper presets: small enough (≤ 3,000 jobs), fast, offline, and the fan-out the
+config asks for. Timing is measured properly in benchmarks/bench_planning.py; the bound here
+only catches a per-datapoint DAG (117k jobs, minutes of planning)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import yaml
+
+from tests.workflow.helpers import REPO
+from tests.workflow.runs import dry_run_jobs
+
+PRESETS = ["config/paper_gptj.yaml", "config/paper_gpt2xl.yaml"]
+MAX_JOBS = 3000
+MAX_SECONDS = 60
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_paper_preset_plans_small_fast_and_offline(tmp_path, preset):
+    t0 = time.perf_counter()
+    counts = dry_run_jobs(tmp_path, "--cores", "1", configfile=REPO / preset)
+    elapsed = time.perf_counter() - t0
+    total = sum(counts.values())
+    assert 0 < total <= MAX_JOBS, f"{preset}: {total} jobs: {counts}"
+    assert elapsed <= MAX_SECONDS, f"{preset}: planning took {elapsed:.1f} s"
+    # Planning loads no model and downloads nothing: the scratch dir holds only .snakemake.
+    assert {p.name for p in tmp_path.iterdir()} <= {".snakemake"}, list(tmp_path.iterdir())
+    cfg = yaml.safe_load((REPO / preset).read_text())
+    limit = cfg["dataset"]["limit"]
+    assert limit == 2000 and cfg["dataset"]["source"] == "url"
+    # The fan-out the config asks for: one trace job per record shard (all (kind, window) runs
+    # inside), one edit job per (variant, method, layer, record shard), then aggregates.
+    ed, tr = cfg["editing"], cfg["tracing"]
+    assert counts["trace_facts"] == math.ceil(limit / tr["shard_size"])
+    assert counts["edit_facts"] == (len(ed["variants"]) * len(ed["run_methods"]) * len(ed["layers"])
+                                    * math.ceil(limit / ed["shard_size"]))
+    assert counts["collect_edits"] == counts["aggregate_tracing"] == 1
+
+
+def test_gptj_preset_has_the_paper_grid():
+    cfg = yaml.safe_load((REPO / "config/paper_gptj.yaml").read_text())
+    assert cfg["model"]["source"] == "EleutherAI/gpt-j-6B" and cfg["model"]["dtype"] == "float16"
+    # Paper §1.1: layers {1,5,6,9,13,17,21,25,28}, 1-indexed -> 0-indexed here.
+    assert sorted(cfg["editing"]["layers"]) == [0, 4, 5, 8, 12, 16, 20, 24, 27]
+
+
+def test_gpt2xl_preset_has_the_paper_grid():
+    cfg = yaml.safe_load((REPO / "config/paper_gpt2xl.yaml").read_text())
+    assert cfg["model"]["source"] == "gpt2-xl"
+    # Paper §1.2: 14 layers {1,5,9,13,17,18,21,25,29,33,37,41,45,48} 1-indexed.
+    assert sorted(cfg["editing"]["layers"]) == sorted(list(range(0, 48, 4)) + [17, 47])

@@ -1,0 +1,63 @@
+# Functions of editing.smk (input/param functions, targets); kept apart from the rules
+# so that `snakemake --lint` is clean (no rules and functions in one file).
+
+
+def editing_seed():
+    return config["seed"] if EDITING["seed"] is None else EDITING["seed"]
+
+
+def edit_method_hparams(method, variant):
+    """`editing.methods.<method>` without `per_variant`, overlaid with its `per_variant.<variant>`."""
+    section = dict(EDITING["methods"].get(method) or {})
+    per_variant = section.pop("per_variant", None) or {}
+    return {**section, **(per_variant.get(variant) or {})}
+
+
+def edit_method_code(method):
+    """Code hash of one method's jobs: the shared editing code plus that method's modules."""
+    paths = EDIT_COMMON_CODE + EDIT_METHOD_CODE[method]
+    return code_hash(*[p for p in paths if Path(workflow.basedir, p).exists()])
+
+
+def edit_shard_paths():
+    return expand(
+        f"{RESULTS}/editing/{{variant}}/{{method}}/{{layer}}/{{shard}}.parquet",
+        variant=EDITING["variants"],
+        method=EDITING["run_methods"],
+        layer=EDITING["layers"],
+        shard=shard_ids(EDIT_SHARD),
+    )
+
+
+def edit_stats_inputs(wildcards):
+    """Covariance statistics and context templates for ROME/MEMIT jobs; nothing for FT.
+
+    editing_stats.smk provides `layer_stats_manifest(method, layer)` (the statistics the job's
+    layers need) once it is included by the Snakefile.
+    """
+    if wildcards.method not in EDIT_STATS_METHODS:
+        return {}
+    stats_fn = globals().get("layer_stats_manifest")
+    if stats_fn is None:
+        raise WorkflowError(
+            "ROME/MEMIT jobs need workflow/rules/editing_stats.smk (layer_stats_manifest); "
+            "include it in the Snakefile or drop rome/memit from editing.run_methods"
+        )
+    return {
+        "stats": stats_fn(wildcards.method, int(wildcards.layer)),
+        "templates": f"{RESULTS}/editing/context_templates.json",
+    }
+
+
+def edit_tracing_inputs(variant):
+    """Tracing outputs a variant's edit inputs need: o_noise (tracing reversal), σ (fact
+    forcing). The other variants read nothing from tracing, so tracing changes leave them be."""
+    if variant == "tracing_reversal":
+        return {"o_noise": f"{RESULTS}/tracing/o_noise.parquet"}
+    if variant == "fact_forcing":
+        return {"noise": f"{RESULTS}/tracing/noise.json"}
+    return {}
+
+
+def editing_targets():
+    return [f"{RESULTS}/edits.parquet"]

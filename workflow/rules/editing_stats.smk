@@ -1,0 +1,75 @@
+# ROME/MEMIT prerequisites, computed once per model and shared by every edit job:
+# context templates sampled from the model, and the second-moment statistics C of the MLP
+# down-projection inputs (one corpus pass for all layers; cached under resources/, protected).
+#
+# The statistics are one job whose declared output is a manifest; the per-layer files
+# (layer_{l}.npz) lie next to it. The number of layers of a toy model is unknown when the DAG is
+# planned, so per-layer outputs cannot be listed; a directory() output would be deleted by
+# Snakemake before a rerun, taking the resumable partial sums (partial.pt) with it. With the
+# default `layers: all`, adding an edit layer changes nothing upstream.
+
+
+include: "editing_stats_functions.smk"
+
+
+from snakemake.exceptions import WorkflowError
+
+EDIT_STATS = config["editing"]["stats"]
+EDIT_CONTEXT = config["editing"]["context_templates"]
+# Bump when the statistics' computation changes meaning: the protected cache then has to be
+# removed by hand (code edits elsewhere in covariance.py must not discard hours of GPU work).
+STATS_FORMAT = 1
+
+
+wildcard_constraints:
+    stats=EDIT_STATS["name"],
+
+
+rule generate_context_templates:
+    input:
+        model=model_input(),
+    output:
+        templates="results/{model}/{dataset}/editing/context_templates.json",
+    log:
+        "logs/generate_context_templates/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        model=model_params(),
+        templates=EDIT_CONTEXT,
+        seed=config["seed"] if EDIT_CONTEXT["seed"] is None else EDIT_CONTEXT["seed"],
+        code=code_hash(
+            "workflow/scripts/generate_context_templates.py",
+            "src/locedit/editing/compute_kv.py",
+            "src/locedit/modeling.py",
+        ),
+    script:
+        "../scripts/generate_context_templates.py"
+
+
+rule compute_layer_stats:
+    input:
+        corpus=stats_corpus(),
+        model=model_input(),
+    output:
+        manifest=protected("resources/stats/{model}/{stats}/manifest.json"),
+    log:
+        "logs/compute_layer_stats/{model}/{stats}.log",
+    benchmark:
+        "benchmarks/compute_layer_stats/{model}/{stats}.tsv"
+    conda:
+        "../../envs/locedit.yaml"
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+    params:
+        model=model_params(),
+        stats=EDIT_STATS,
+        format=STATS_FORMAT,
+        world_corpus=EDIT_STATS["corpus"] is None,
+        real_model=config["model"]["source"] != "toy",
+    script:
+        "../scripts/compute_layer_stats.py"

@@ -1,0 +1,30 @@
+"""The paper's regressions (+ clustered, bootstrap and permutation inference) on edit_vs_trace."""
+
+import pandas as pd
+
+from locedit.analysis.study import run_study
+from locedit.io import atomic_path
+from locedit.workflow import setup_logging
+
+
+def main(snakemake) -> None:
+    setup_logging(snakemake)
+    p = snakemake.params
+    frames = run_study(
+        pd.read_parquet(snakemake.input.table),
+        window=p.window,
+        metrics=list(p.metrics),
+        robustness_metrics=list(p.robustness_metrics),
+        min_rows=p.min_rows,
+        replicates=p.bootstrap_replicates,
+        permutations=p.permutations,
+        seed=p.seed,
+        confidence=p.confidence,
+    )
+    for name, frame in frames.items():
+        with atomic_path(snakemake.output[name]) as tmp:
+            frame.to_csv(tmp, index=False)
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821

@@ -1,0 +1,65 @@
+"""Rule prepare_edit_inputs: method-independent inputs of one variant's edits of one shard.
+
+Inputs ``records``, ``facts``, ``essence`` (sample_essence_texts), ``o_noise`` (tracing
+reversal only), ``noise`` (fact forcing's σ, fact forcing only); output ``inputs`` (JSON: the
+cases of every eligible fact with pre-edit probe probabilities, essence texts and their pre-edit
+perplexity, plus the skipped facts and why; see locedit.editing.inputs).
+"""
+
+import logging
+
+import pandas as pd
+import torch
+
+from locedit.editing.inputs import prepare_inputs
+from locedit.io import read_json, write_json
+from locedit.modeling import load_model
+from locedit.workflow import log_stream, setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+def main(snakemake) -> None:
+    setup_logging(snakemake)
+    torch.set_num_threads(snakemake.threads)
+    p = snakemake.params
+    start, stop = p.shard
+    records = read_json(snakemake.input.records)[start:stop]
+    facts = {
+        int(row["case_id"]): row
+        for row in pd.read_parquet(snakemake.input.facts).to_dict("records")
+    }
+    o_noise, noise_std = {}, None
+    if "o_noise" in snakemake.input.keys():
+        table = pd.read_parquet(snakemake.input.o_noise)
+        o_noise = dict(zip(table["case_id"].astype(int), table["o_noise"]))
+    if "noise" in snakemake.input.keys():
+        noise_std = float(read_json(snakemake.input.noise)["noise_std"])
+    essence = {int(k): v for k, v in read_json(snakemake.input.essence).items()}
+    out = {"cases": [], "skipped": []}
+    if records:
+        m = p.model
+        model, tok = load_model(m["source"], dtype=m["dtype"], device=m["device"])
+        with log_stream(snakemake) as progress:
+            out = prepare_inputs(
+                model,
+                tok,
+                records,
+                facts,
+                variants=[snakemake.wildcards.variant],
+                o_noise=o_noise,
+                noise_std=noise_std,
+                essence=p.essence,
+                seed=p.seed,
+                only_correct=p.only_correct,
+                erasure_only_eligible=p.erasure_only_eligible,
+                neighborhood_target=p.neighborhood_target,
+                batch_size=p.batch_size,
+                essence_texts=essence,
+                progress=progress,
+            )
+    write_json(out, snakemake.output.inputs)
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821

@@ -1,0 +1,62 @@
+"""Causal Tracing / representation zeroing of one shard of datapoints (one model load)."""
+
+import sys
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from locedit.io import read_json, write_parquet
+from locedit.modeling import load_model
+from locedit.records import flat_fact
+from locedit.tracing_tables import trace_dataset
+from locedit.workflow import log_stream, setup_logging
+
+
+def main(snakemake) -> None:
+    log = setup_logging(snakemake)
+    p = snakemake.params
+    start, stop = p.positions
+    records = read_json(snakemake.input.records)[start:stop]
+    known = pd.read_parquet(snakemake.input.facts, columns=["case_id", "is_correct"])
+    correct = set(known.loc[known["is_correct"].astype(bool), "case_id"].astype(int))
+    facts = [flat_fact(r) for r in records]
+    if p.only_correct:
+        facts = [f for f in facts if f["case_id"] in correct]
+    noise_std = float(read_json(snakemake.input.noise)["noise_std"])
+    log.info(
+        "shard records [%d, %d): %d facts to trace (only_correct=%s), sigma=%g, runs=%s",
+        start,
+        stop,
+        len(facts),
+        p.only_correct,
+        noise_std,
+        p.runs,
+    )
+    torch.set_num_threads(snakemake.threads)
+    mp = p.model
+    model, tok = load_model(mp["source"], dtype=mp["dtype"], device=mp["device"])
+    stream = log_stream(snakemake)
+    try:
+        grid, table = trace_dataset(
+            model,
+            tok,
+            facts,
+            p.runs,
+            noise_std=noise_std,
+            samples=p.samples,
+            seed=p.seed,
+            row_budget=p.row_budget,
+            o_noise_max_tokens=p.o_noise_max_tokens,
+            progress=tqdm(facts, file=stream, desc="trace", mininterval=5),
+        )
+    finally:
+        if stream is not sys.stderr:
+            stream.close()
+    write_parquet(grid, snakemake.output.grid)
+    write_parquet(table, snakemake.output.facts)
+    log.info("traced %d facts (%s)", len(table), table["status"].value_counts().to_dict())
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821
