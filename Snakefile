@@ -8,7 +8,9 @@ Results path grammar (one wildcard per directory level):
     results/{model}/{dataset}/facts.parquet            known-fact filter: p_true, p_new, is_correct, ...
     results/{model}/{dataset}/tracing/...              causal tracing / zeroing shards and tracing.parquet
     results/{model}/{dataset}/editing/...              edit shards and edits.parquet
-    results/{model}/{dataset}/analysis/...             regressions, tables
+    results/{model}/{dataset}/edit_vs_trace.parquet    one row per edit with the tracing effect at its layer
+    results/{model}/{dataset}/regression*.csv          regressions (R², F-tests, clustered Wald, bootstrap, permutation)
+    results/{model}/{dataset}/analysis/tables/...      the paper's tables (markdown + LaTeX)
     results/{model}/{dataset}/figures/...              seaborn figures (PNG + PDF)
     logs/{rule}/{model}/{dataset}/...                  one log per job
     benchmarks/{rule}/{model}/{dataset}/...            Snakemake benchmark tables of expensive jobs

@@ -187,7 +187,7 @@ def r2_bars(
     reg: pd.DataFrame,
     metric: str = "rewrite",
     row: str | None = None,
-    title: str = "Tracing effects are very weakly predictive of edit success",
+    title: str = "R² of edit success explained by edit layer, and added by tracing",
 ) -> plt.Figure:
     """Figs 6 and 12: stacked bars of Layer R² and the extra R² of Layer x Trace, per problem."""
     r = reg[reg["metric"] == metric]
