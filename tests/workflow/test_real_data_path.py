@@ -29,6 +29,10 @@ def _config(model_dir, data_path, fmt, name):
     cfg = reduced_config()
     cfg["model"].update(name="local", source=str(model_dir), device="cpu")
     cfg["dataset"].update(name=name, source="path", path=str(data_path), format=fmt, limit=4)
+    # A real model needs real text for ROME/MEMIT's statistics (the planner refuses otherwise).
+    corpus = model_dir / "corpus.txt"
+    corpus.write_text("The Eiffel Tower is in Paris.\nDanielle Darrieux spoke French.\n")
+    cfg.setdefault("editing", {}).setdefault("stats", {})["corpus"] = str(corpus)
     return cfg
 
 

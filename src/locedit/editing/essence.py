@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from locedit.hooks import noised_subject
-from locedit.scoring import encode_prompt
+from locedit.scoring import encode_prompt, right_pad
 
 ESSENCE_PROMPT = "{} is a"
 
@@ -96,13 +96,7 @@ def perplexities(
         return []
     device = next(model.parameters()).device
     rows = [encode_prompt(tokenizer, t)[:max_tokens] for t in texts]
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
+    ids, mask = right_pad(rows, tokenizer.pad_token_id)
     spans = None
     if noise is not None:
         spans = [text_subject_span(tokenizer, t, subject) for t in texts]
