@@ -11,7 +11,7 @@ import logging
 import pandas as pd
 import torch
 
-from locedit.editing.inputs import prepare_inputs
+from locedit.editing.inputs import load_shard, prepare_inputs
 from locedit.io import read_json, write_json
 from locedit.modeling import load_model
 from locedit.workflow import log_stream, setup_logging
@@ -23,12 +23,7 @@ def main(snakemake) -> None:
     setup_logging(snakemake)
     torch.set_num_threads(snakemake.threads)
     p = snakemake.params
-    start, stop = p.shard
-    records = read_json(snakemake.input.records)[start:stop]
-    facts = {
-        int(row["case_id"]): row
-        for row in pd.read_parquet(snakemake.input.facts).to_dict("records")
-    }
+    records, facts = load_shard(snakemake.input.records, snakemake.input.facts, p.shard)
     o_noise, noise_std = {}, None
     if "o_noise" in snakemake.input.keys():
         table = pd.read_parquet(snakemake.input.o_noise)

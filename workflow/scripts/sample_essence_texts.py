@@ -7,11 +7,10 @@ variant, method and layer (locedit.editing.inputs.sample_essence).
 
 import logging
 
-import pandas as pd
 import torch
 
-from locedit.editing.inputs import sample_essence
-from locedit.io import read_json, write_json
+from locedit.editing.inputs import load_shard, sample_essence
+from locedit.io import write_json
 from locedit.modeling import load_model
 from locedit.workflow import log_stream, setup_logging
 
@@ -22,12 +21,7 @@ def main(snakemake) -> None:
     setup_logging(snakemake)
     torch.set_num_threads(snakemake.threads)
     p = snakemake.params
-    start, stop = p.shard
-    records = read_json(snakemake.input.records)[start:stop]
-    facts = {
-        int(row["case_id"]): row
-        for row in pd.read_parquet(snakemake.input.facts).to_dict("records")
-    }
+    records, facts = load_shard(snakemake.input.records, snakemake.input.facts, p.shard)
     out = {}
     if records:
         m = p.model

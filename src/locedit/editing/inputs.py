@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
+import pandas as pd
 import torch
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
@@ -19,8 +20,19 @@ from locedit.adapters import d_model
 from locedit.editing.essence import ESSENCE_PROMPT, perplexities, sample_texts
 from locedit.editing.evaluate import probe_probabilities
 from locedit.editing.variants import build_case, case_noise, derived_seed, eligibility
+from locedit.io import read_json
 
 logger = logging.getLogger(__name__)
+
+
+def load_shard(
+    records_path: str, facts_path: str, shard: Sequence[int]
+) -> tuple[list[dict], dict[int, dict]]:
+    """The records at positions ``[start, stop)`` and every fact-table row keyed by ``case_id``."""
+    start, stop = shard
+    records = read_json(records_path)[start:stop]
+    facts = {int(row["case_id"]): row for row in pd.read_parquet(facts_path).to_dict("records")}
+    return records, facts
 
 
 def sample_essence(
