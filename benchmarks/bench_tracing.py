@@ -34,10 +34,12 @@ sys.path.insert(0, str(REPO / "src"))
 from naive_tracing import naive_trace  # noqa: E402
 
 from locedit.adapters import d_model, n_layers  # noqa: E402
+from locedit.trace_batching import window_layers  # noqa: E402
 from locedit.tracing import FactTracer  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "counterfact_sample_5.json"
 TOY = REPO / "resources" / "models" / "toy"
+WORLD_RECORDS = REPO / "resources" / "world" / "records.json"
 
 
 def fixture_tokenizer():
@@ -59,8 +61,9 @@ def fixture_tokenizer():
     return tok
 
 
-def fixture_facts(n: int) -> list[tuple[str, str, str]]:
-    recs = json.loads(FIXTURE.read_text())
+def fixture_facts(n: int, path: Path = FIXTURE) -> list[tuple[str, str, str]]:
+    """The first ``n`` (prompt, subject, true target) of a CounterFact-format file (cycled)."""
+    recs = json.loads(Path(path).read_text())
     facts = [
         (
             r["requested_rewrite"]["prompt"],
@@ -115,7 +118,8 @@ def matmul_flops(model, tracer: FactTracer, window: int, kind: str) -> float:
     Per token and block: 2·(4·d² + 2·d·d_ff) (QKV/out projections and MLP; GPT-J's d_ff = 4d)
     plus attention scores/values (4·S·d); 2·d·V per unembedded position. Clean + noised passes
     cover all S positions; each restoration of token t computes positions t..S-1 from its window's
-    first layer (mlp/hidden: from the layer above it, whose input is derived without computing).
+    first layer (mlp/hidden: from the layer above it, whose input is derived without computing;
+    a run forked from a longer window with the same start: from its own window's stop).
     (The batch-1 recording pass per t stops at block 0 and is not counted.)
     """
     d, L = d_model(model), n_layers(model)
@@ -127,16 +131,26 @@ def matmul_flops(model, tracer: FactTracer, window: int, kind: str) -> float:
     n_read = len(tracer.target_ids)
     total = (1 + tracer.samples) * S * (L * per_tok_layer + 2 * d * V)
     skip = int(kind == "hidden" or (kind == "mlp" and tracer.additive_blocks))
+    # first block each centre's run computes: its start, or its window's stop for a run forked
+    # from the longest window with the same start (the clipped windows at layer 0)
+    longest: dict[int, int] = {}
+    for c in range(L):
+        a, b = window_layers(c, window, L)
+        longest[a] = max(longest.get(a, 0), b)
+    first = []
+    for c in range(L):
+        a, b = window_layers(c, window, L)
+        forked = b < longest[a] and b > a + skip
+        first.append(b if forked else a + skip)
     for t in range(tracer.subject_range[0], len(tracer.prompt_ids)):
         for c in range(L):
-            a = max(0, c - window // 2)
             total += tracer.samples * (
-                (S - t) * (L - a - skip) * per_tok_layer + n_read * 2 * d * V
+                (S - t) * (L - first[c]) * per_tok_layer + n_read * 2 * d * V
             )
     return total
 
 
-def naive_flops(model, tracer: FactTracer) -> float:
+def naive_flops(model, tracer: FactTracer, from_subject: bool = False) -> float:
     """Matmul FLOPs of the baseline: one full pass of 1 + samples rows per (token, layer) cell."""
     d, L = d_model(model), n_layers(model)
     cfg = model.config
@@ -147,7 +161,7 @@ def naive_flops(model, tracer: FactTracer) -> float:
         * S
         * (L * (2 * (4 * d * d + 2 * d * d_ff) + 4 * S * d) + 2 * d * cfg.vocab_size)
     )
-    cells = (len(tracer.prompt_ids) - tracer.subject_range[0]) * L
+    cells = (len(tracer.prompt_ids) - from_subject * tracer.subject_range[0]) * L
     return (cells + 1) * per_pass
 
 
@@ -172,12 +186,22 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--facts", type=int, default=5)
+    ap.add_argument(
+        "--records",
+        help="CounterFact-format JSON of the facts traced (default: the toy world's records "
+        f"{WORLD_RECORDS.relative_to(REPO)} with the toy model, else the 5-record test fixture)",
+    )
     ap.add_argument("--window", type=int, default=5)
     ap.add_argument("--kind", default="mlp")
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--noise-std", type=float, default=0.1)
     ap.add_argument("--row-budget", type=int, default=512)
     ap.add_argument("--no-naive", action="store_true", help="skip the baseline")
+    ap.add_argument(
+        "--naive-from-subject",
+        action="store_true",
+        help="baseline traces tokens from the subject on (default: every token, as the authors)",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="timing rounds (minimum reported)")
     ap.add_argument(
         "--naive-facts",
@@ -192,17 +216,22 @@ def main() -> None:
     torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads)
     model, tok, desc = build(args)
-    facts = fixture_facts(args.facts)
+    records = args.records or (
+        WORLD_RECORDS if desc.startswith("toy model") and WORLD_RECORDS.exists() else FIXTURE
+    )
+    facts = fixture_facts(args.facts, records)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     print(
         f"model: {desc}; device {args.device} {args.dtype}; torch threads {torch.get_num_threads()}"
     )
+    print(f"facts: first {len(facts)} of {records}")
     print(
         f"{len(facts)} facts, kind={args.kind}, window={args.window}, samples={args.samples}, "
         f"row_budget={args.row_budget}"
     )
 
     kw = dict(noise_std=args.noise_std, samples=args.samples, seed=0)
+    naive_kw = dict(from_subject=args.naive_from_subject)
     # warm-up (kernels, allocator) on one fact
     FactTracer(model, tok, *facts[0], row_budget=args.row_budget, **kw).restore(
         args.kind, args.window
@@ -210,7 +239,7 @@ def main() -> None:
     n_naive = 0 if args.no_naive else len(facts) if args.naive_facts is None else args.naive_facts
     n_naive = min(n_naive, len(facts))
     if n_naive:
-        naive_trace(model, tok, *facts[0], kind=args.kind, window=1, **kw)
+        naive_trace(model, tok, *facts[0], kind=args.kind, window=1, **kw, **naive_kw)
     sync()
     # Rounds alternate the two implementations; the minimum per implementation is reported,
     # which is robust to other processes sharing the CPU.
@@ -222,13 +251,13 @@ def main() -> None:
             tr = FactTracer(model, tok, *f, row_budget=args.row_budget, **kw)
             batched.append(tr.restore(args.kind, args.window))
             flops += matmul_flops(model, tr, args.window, args.kind)
-            flops_naive += naive_flops(model, tr)
+            flops_naive += naive_flops(model, tr, args.naive_from_subject)
         sync()
         t_batched.append(time.perf_counter() - t0)
         if n_naive:
             t0 = time.perf_counter()
             naive = [
-                naive_trace(model, tok, *f, kind=args.kind, window=args.window, **kw)
+                naive_trace(model, tok, *f, kind=args.kind, window=args.window, **kw, **naive_kw)
                 for f in facts[:n_naive]
             ]
             sync()
@@ -257,7 +286,9 @@ def main() -> None:
         f"rounds {', '.join(f'{t:.2f}' for t in t_naive)}"
     )
     diff = max(float(np.abs(b.restored - n[2]).max()) for b, n in zip(batched, naive))
-    rel = max(float(np.abs(b.restored / n[2] - 1).max()) for b, n in zip(batched, naive))
+    rel = max(
+        float(np.abs(b.restored / np.maximum(n[2], 1e-30) - 1).max()) for b, n in zip(batched, naive)
+    )
     diff_clean = max(abs(b.p_clean - n[0]) + abs(b.p_noised - n[1]) for b, n in zip(batched, naive))
     print(
         f"agreement: max |Δ restored| = {diff:.2e}, max relative = {rel:.2e}, "

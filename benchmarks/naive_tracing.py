@@ -4,7 +4,10 @@ This mirrors the authors' ``trace_with_patch`` / ``trace_important_window`` (ROM
 localization): for every traced token t and centre layer ℓ, one full forward pass over a batch of
 ``1 + samples`` copies of prompt+target (row 0 clean, rows 1.. noised at the subject embeddings),
 where the ``kind`` outputs of rows 1.. at token t in the window of layers are overwritten with row
-0's. Probabilities are read from the full logits and averaged over the noised rows.
+0's. Probabilities are read from the full logits and averaged over the noised rows. Like the
+authors' loop (``for tnum in range(ntoks)``) it traces every prompt token, including those before
+the subject, whose restoration is a no-op; ``from_subject=True`` starts at the subject instead (one
+of the batched engine's savings, given to the baseline to measure the others alone).
 
 It is kept as the reference the batched engine (:mod:`locedit.tracing`) is tested and benchmarked
 against; it uses the same noise draws and tokenisation, so results agree up to float rounding.
@@ -36,6 +39,7 @@ def naive_trace(
     noise_std,
     samples=10,
     seed=0,
+    from_subject=False,
 ):
     """``(p_clean, p_noised, restored [n_prompt_tokens, n_layers])`` with one pass per cell."""
     s0, s1 = subject_token_range(tokenizer, prompt, subject)
@@ -72,7 +76,7 @@ def naive_trace(
     base = run()
     p_clean, p_noised = float(base[0]), float(base[1:].mean())
     restored = np.full((P, L), p_noised)
-    for t in range(s0, P):
+    for t in range(s0 if from_subject else 0, P):
         for c in range(L):
             a, b = window_layers(c, window, L)
             restored[t, c] = float(run(range(a, b), t)[1:].mean())

@@ -19,6 +19,9 @@ overwritten with their clean values. The authors' code runs one full forward pas
   are processed in chunks of at most ``row_budget`` rows ordered by start layer, and the batch
   *grows* as the replay climbs the layers (a row joins at its own start layer), so no row ever
   recomputes a noised state;
+* runs whose windows start at the same layer (the centres whose windows are clipped at layer 0)
+  are identical up to the end of the shorter window, so the shorter one is not computed there:
+  it *forks* from the longest one's rows when its own window ends;
 * the unembedding is applied only at the positions that predict the target tokens.
 
 Replaying blocks one by one needs the arguments the model passes to them (causal mask, position
@@ -257,7 +260,9 @@ class Patch:
         group: index of the start pass in ``starts`` (e.g. 0 = noised run with ``samples`` rows,
             or the clean run with 1 row). Each patch contributes as many rows as that pass has.
         init: optional start state ``[rows_g, pos - offset, d_model]`` replacing that pass's
-            block input at ``start`` (``start`` may then be ``n_layers``: no block to run).
+            block input at ``start`` (``start`` may then be ``n_layers``: no block to run). It
+            must depend only on (start, positions, offset, group): patches equal in those are
+            replayed as one run up to the shorter window's stop (:func:`_fork_plan`).
     """
 
     start: int
@@ -272,7 +277,14 @@ def _chunks(patches: list[Patch], rows_of: list[int], row_budget: int) -> list[l
     """Patch indices per replay batch: one (offset, group) each, at most ``row_budget`` rows,
     ordered by start layer so the batch grows as the replay climbs."""
     order = sorted(
-        range(len(patches)), key=lambda i: (patches[i].offset, patches[i].group, patches[i].start)
+        range(len(patches)),
+        key=lambda i: (
+            patches[i].offset,
+            patches[i].group,
+            patches[i].start,
+            patches[i].positions,
+            -patches[i].stop,
+        ),
     )
     chunks, cur, cur_rows = [], [], 0
     for i in order:
@@ -286,6 +298,26 @@ def _chunks(patches: list[Patch], rows_of: list[int], row_budget: int) -> list[l
         cur.append(i)
         cur_rows += rows_of[i]
     return chunks + [cur] if cur else chunks
+
+
+def _fork_plan(patches: list[Patch], chunk: list[int]) -> dict[int, tuple[int, int | None]]:
+    """Per patch of a chunk: ``(layer where its rows join, patch they fork from or None)``.
+
+    Patches equal in (start, positions) (and, within a chunk, offset and group) patch the same
+    layers up to the shorter window's stop, so their runs agree until then: each joins at its
+    own stop as a copy of the family's longest-window run, which joins at ``start``.
+    """
+    plan: dict[int, tuple[int, int | None]] = {}
+    root: dict[tuple, int] = {}
+    for i in sorted(chunk, key=lambda i: -patches[i].stop):
+        p = patches[i]
+        key = (p.start, p.positions)
+        if key in root and p.stop > p.start:
+            plan[i] = (p.stop, root[key])
+        else:
+            root.setdefault(key, i)
+            plan[i] = (p.start, None)
+    return plan
 
 
 @torch.no_grad()
@@ -347,17 +379,24 @@ def replay_patches(
             width = start.block_in[0].shape[1] - t
             h = None
             rows: list[int] = []  # patch index of each row of h
+            first_row: dict[int, int] = {}  # patch index -> its first row in h
             row_mask = row_stop = None  # [rows, width] patched positions; [rows] window stop
             max_stop = 0
-            for j in range(patches[chunk[0]].start, L + 1):
-                joining = [i for i in chunk if patches[i].start == j]
+            plan = _fork_plan(patches, chunk)
+            for j in range(min(join for join, _ in plan.values()), L + 1):
+                joining = [i for i in chunk if plan[i][0] == j]
+                pieces = []
+                for i in joining:
+                    first_row[i] = len(rows) + sum(x.shape[0] for x in pieces)
+                    src = plan[i][1]  # joined below j (its start < this patch's stop = j)
+                    if src is not None:
+                        pieces.append(h[first_row[src] : first_row[src] + rows_of[i]])
+                    elif patches[i].init:
+                        pieces.append(patches[i].init())
+                    else:
+                        pieces.append(start.block_in[j][:, t:])
                 if joining:
-                    new = torch.cat(
-                        [
-                            patches[i].init() if patches[i].init else start.block_in[j][:, t:]
-                            for i in joining
-                        ]
-                    )
+                    new = torch.cat(pieces)
                     m = torch.zeros(new.shape[0], width, dtype=torch.bool)
                     stop = torch.empty(new.shape[0], dtype=torch.long)
                     r0 = 0

@@ -12,7 +12,7 @@ import torch
 from locedit.adapters import module_for
 from locedit.hooks import forward_hooks
 from locedit.scoring import encode_prompt_target, greedy_continuations
-from locedit.trace_batching import window_layers
+from locedit.trace_batching import Patch, _fork_plan, window_layers
 from locedit.tracing import (
     FactTracer,
     SubjectNotFoundError,
@@ -54,7 +54,7 @@ def tracer(tiny_gpt2, tiny_tokenizer):
 
 
 @pytest.mark.parametrize("kind", ["mlp", "attn", "hidden"])
-@pytest.mark.parametrize("window", [1, 2, 3])
+@pytest.mark.parametrize("window", [1, 2, 3, 5])
 def test_matches_naive_baseline(tiny_gpt2, tiny_tokenizer, tracer, kind, window):
     res = tracer.restore(kind, window)
     p_clean, p_noised, grid = naive_trace(
@@ -134,6 +134,19 @@ def test_row_budget_does_not_change_results(tracer):
 )
 def test_window_layers(centre, window, n_layer, expected):
     assert window_layers(centre, window, n_layer) == expected
+
+
+def test_windows_clipped_at_layer_zero_fork_from_the_longest():
+    """Centres 0-2 of a window-5 trace on 6 layers all start at layer 0: the longest window
+    ([0, 5), centre 2) runs from its start, the others join as its copies at their own stop."""
+    patches = [Patch(*window_layers(c, 5, 6), positions=(4,), offset=4) for c in range(6)]
+    plan = _fork_plan(patches, list(range(6)))
+    assert plan[2] == (0, None)
+    assert plan[0] == (3, 2) and plan[1] == (4, 2)
+    assert all(plan[c] == (patches[c].start, None) for c in (3, 4, 5))
+    # another restored token or start pass never shares
+    other = patches + [Patch(0, 3, positions=(5,), offset=4)]
+    assert _fork_plan(other, list(range(7)))[6] == (0, None)
 
 
 def test_window_must_be_positive():

@@ -302,6 +302,8 @@ def optimize_value(
                     "kl": kl.detach().item(),
                     "weight_decay": wd.detach().item(),
                     "p_target": torch.exp(-nll_each.detach()).mean().item(),
+                    # the bare prompt's row: what the edit must deliver at evaluation
+                    "p_target_prompt": torch.exp(-nll_each[0].detach()).item(),
                 }
                 if it == 0:
                     diag0 = dict(diag)
