@@ -1,12 +1,17 @@
 """ROME/MEMIT rewrite scores per layer on a trained model, for tuning edit hyperparameters.
 
-Example (the default run's toy model, ROME error injection at layers 0 and 2):
+Example (the default run's toy model and known facts, ROME error injection at layers 0 and 2,
+the default config's ROME settings; the README's table varies steps, early stop and templates):
 
     python benchmarks/rome_layer_sweep.py --model resources/models/toy \
-        --records results/toy/synthetic/records.json --corpus resources/world/corpus.txt \
-        --work /tmp/rome_sweep --n 31 --layers 0,2 \
-        --hp '{"v_num_grad_steps": 30, "v_lr": 1.0, "v_weight_decay": 0.05, "kl_factor": 0.0625,
-               "clamp_norm_factor": 12.0, "early_stop_loss": 0.05}'
+        --records results/toy/synthetic/records.json --facts results/toy/synthetic/facts.parquet \
+        --corpus resources/world/corpus.txt --work /tmp/rome_sweep --n 31 --layers 0,2 \
+        --rome-lengths '[[5, 5], [10, 5]]' \
+        --hp '{"v_num_grad_steps": 60, "v_lr": 1.0, "v_weight_decay": 0.05, "kl_factor": 0.0625,
+               "clamp_norm_factor": 12.0, "early_stop_loss": 0.02}'
+
+Context templates are sampled with seed 0 (the default master seed) and cached in ``--work``
+per ``--rome-lengths``. Without ``--facts``, known facts are found by greedy continuation.
 """
 import argparse, json, statistics, time, sys, torch
 from pathlib import Path
@@ -22,6 +27,8 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--model"); ap.add_argument("--records"); ap.add_argument("--corpus"); ap.add_argument("--work")
 ap.add_argument("--n", type=int, default=20); ap.add_argument("--methods", nargs="+", default=["rome"])
 ap.add_argument("--layers", default=None); ap.add_argument("--hp", default="{}"); ap.add_argument("--minimize", action="store_true")
+ap.add_argument("--facts", help="facts.parquet of the filter stage: edit its is_correct facts")
+ap.add_argument("--rome-lengths", default="[[5, 5], [10, 5]]", help="ROME context-template [length, n] pairs")
 a = ap.parse_args()
 torch.set_num_threads(1)
 model, tok = load_model(a.model, device="cpu")
@@ -31,14 +38,20 @@ if not (work / "stats" / "manifest.json").exists():
     t = time.time(); m = compute_layer_stats(model, tok, a.corpus, work / "stats", layers="all", batch_size=16); write_manifest(m, work / "stats")
     print("stats", time.time() - t, m["n_tokens"])
 stats = CovarianceStore.from_dir(work / "stats", model=model)
-if not (work / "templates.json").exists():
-    tm = generate_context_templates(model, tok, seed=0, top_k=5, rome_lengths=[[5, 10], [10, 10]], memit_prompts=["The", "Therefore", "Because", "I", "You"], memit_lengths=[[10, 5]])
-    json.dump(tm, open(work / "templates.json", "w"), indent=1)
-tm = json.load(open(work / "templates.json"))
+lengths = json.loads(a.rome_lengths)
+tm_path = work / ("templates_" + "_".join(f"{l}x{n}" for l, n in lengths) + ".json")
+if not tm_path.exists():
+    tm = generate_context_templates(model, tok, seed=0, top_k=5, rome_lengths=lengths, memit_prompts=["The", "Therefore", "Because", "I", "You"], memit_lengths=[[10, 5]])
+    json.dump(tm, open(tm_path, "w"), indent=1)
+tm = json.load(open(tm_path))
 print(tm["rome"][:4], tm["memit"][:3])
 # known facts
 facts = []
-for r in recs[: 4 * a.n]:
+if a.facts:
+    import pandas as pd
+    known = set(pd.read_parquet(a.facts).query("is_correct").case_id)
+    facts = [r for r in recs if r["case_id"] in known][: a.n]
+for r in ([] if a.facts else recs[: 4 * a.n]):
     rw = r["requested_rewrite"]
     cont = greedy_continuations(model, tok, [rw["prompt"].format(rw["subject"])], max_new_tokens=5)[0]
     if contains_target(cont, rw["target_true"]["str"]):
