@@ -1,19 +1,24 @@
 """Atomic output writing: nothing half-written is ever taken for finished.
 
 Every writer goes to a temporary file in the destination directory and ``os.replace``s it into
-place, so a job killed mid-write leaves either the old file or none.
+place, so a job killed mid-write leaves either the old file or none. Per-datapoint checkpoint
+directories (:func:`open_checkpoints`) let a killed job resume where it stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -54,3 +59,21 @@ def write_text(text: str, path: str | os.PathLike) -> None:
 
 def read_json(path: str | os.PathLike):
     return json.loads(Path(path).read_text())
+
+
+def open_checkpoints(cache: str | os.PathLike, fingerprint: str | None) -> Path:
+    """Make ``cache`` the checkpoint directory of ``fingerprint`` and return it.
+
+    Checkpoints written under another fingerprint (other settings, code or inputs) are wiped,
+    never reused; ``None`` keeps whatever is there.
+    """
+    cache = Path(cache)
+    stamp = cache / "FINGERPRINT"
+    if fingerprint is not None and cache.exists():
+        if not stamp.exists() or stamp.read_text() != fingerprint:
+            logger.info("discarding checkpoints of other settings in %s", cache)
+            shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    if fingerprint is not None and not stamp.exists():
+        write_text(fingerprint, stamp)
+    return cache

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from locedit.adapters import n_layers
+from locedit.io import open_checkpoints, read_json, write_json, write_parquet
 from locedit.tracing import FactTracer, SubjectNotFoundError, TraceResult, ZeroResult, fact_seed
 
 logger = logging.getLogger(__name__)
@@ -112,6 +114,8 @@ def trace_dataset(
     row_budget: int,
     o_noise_max_tokens: int,
     progress: Iterable | None = None,
+    cache_dir: str | Path | None = None,
+    fingerprint: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Trace every fact for every run; returns ``(grid, facts)`` tables (module docstring).
 
@@ -119,51 +123,79 @@ def trace_dataset(
         facts: dicts with ``case_id, prompt, subject, target_true``.
         runs: ``{"kind": "mlp"|"attn"|"hidden"|"zero", "window": int}`` items.
         seed: config seed; fact ``c`` uses noise seed :func:`locedit.tracing.fact_seed`.
+        cache_dir: per-fact checkpoints (``case_{id}.parquet`` grid rows, then
+            ``case_{id}.json`` facts row, which marks the fact done); a rerun resumes from them.
+        fingerprint: identity of the settings, code and inputs the checkpoints belong to;
+            checkpoints of another fingerprint are discarded (:func:`locedit.io.open_checkpoints`).
     """
-    grids, rows = [], []
+    cache = open_checkpoints(cache_dir, fingerprint) if cache_dir is not None else None
+    grids, rows, reused = [], [], 0
+    kw = dict(noise_std=noise_std, samples=samples, seed=seed, row_budget=row_budget)
     for fact in facts if progress is None else progress:
         cid = int(fact["case_id"])
-        row = {"case_id": cid, "target": fact["target_true"], "noise_std": float(noise_std)}
-        try:
-            tracer = FactTracer(
-                model,
-                tokenizer,
-                fact["prompt"],
-                fact["subject"],
-                fact["target_true"],
-                noise_std=noise_std,
-                samples=samples,
-                seed=fact_seed(seed, cid),
-                row_budget=row_budget,
-            )
-        except SubjectNotFoundError as err:
-            logger.warning("case_id %d: subject not found, not traced (%s)", cid, err)
-            rows.append({**row, "status": "subject_not_found", "n_layers": n_layers(model)})
-            continue
-        for run in runs:
-            kind, window = run["kind"], int(run["window"])
-            if kind == "zero":
-                grids.append(zero_frame(cid, tracer.zero(window)))
-            else:
-                grids.append(grid_frame(cid, tracer.restore(kind, window)))
-        o_noise = tracer.o_noise(o_noise_max_tokens)
-        rows.append(
-            {
-                **row,
-                "status": "ok",
-                "p_clean": tracer.p_clean,
-                "p_noised": tracer.p_noised,
-                "n_layers": tracer.n_layers,
-                "subject_start": tracer.subject_range[0],
-                "subject_end": tracer.subject_range[1],
-                "n_prompt_tokens": len(tracer.prompt_ids),
-                "o_noise": o_noise,
-                "o_noise_equals_true": o_noise.strip().lower()
-                == str(fact["target_true"]).strip().lower(),
-            }
-        )
+        done = cache / f"case_{cid}.json" if cache is not None else None
+        if done is not None and done.exists():
+            row, grid = read_json(done), None
+            if row["status"] == "ok":
+                grid = pd.read_parquet(cache / f"case_{cid}.parquet").astype(GRID_COLUMNS)
+            reused += 1
+        else:
+            row, grid = _trace_fact(model, tokenizer, fact, runs, o_noise_max_tokens, **kw)
+            if done is not None:
+                if grid is not None:
+                    write_parquet(grid, cache / f"case_{cid}.parquet")
+                write_json(row, done)  # last: the fact counts as done only once both exist
+        rows.append(row)
+        if grid is not None:
+            grids.append(grid)
+    if reused:
+        logger.info("reused %d checkpointed fact(s) from %s", reused, cache)
     grid = pd.concat(grids, ignore_index=True) if grids else empty_grid()
     return grid, facts_frame(rows)
+
+
+def _trace_fact(model, tokenizer, fact, runs, o_noise_max_tokens, *, noise_std, samples, seed,
+                row_budget) -> tuple[dict, pd.DataFrame | None]:
+    """``(facts row, grid rows of every run)`` of one fact; the grid is None if untraceable."""
+    cid = int(fact["case_id"])
+    row = {"case_id": cid, "target": fact["target_true"], "noise_std": float(noise_std)}
+    try:
+        tracer = FactTracer(
+            model,
+            tokenizer,
+            fact["prompt"],
+            fact["subject"],
+            fact["target_true"],
+            noise_std=noise_std,
+            samples=samples,
+            seed=fact_seed(seed, cid),
+            row_budget=row_budget,
+        )
+    except SubjectNotFoundError as err:
+        logger.warning("case_id %d: subject not found, not traced (%s)", cid, err)
+        return {**row, "status": "subject_not_found", "n_layers": n_layers(model)}, None
+    grids = []
+    for run in runs:
+        kind, window = run["kind"], int(run["window"])
+        if kind == "zero":
+            grids.append(zero_frame(cid, tracer.zero(window)))
+        else:
+            grids.append(grid_frame(cid, tracer.restore(kind, window)))
+    o_noise = tracer.o_noise(o_noise_max_tokens)
+    row = {
+        **row,
+        "status": "ok",
+        "p_clean": tracer.p_clean,
+        "p_noised": tracer.p_noised,
+        "n_layers": tracer.n_layers,
+        "subject_start": tracer.subject_range[0],
+        "subject_end": tracer.subject_range[1],
+        "n_prompt_tokens": len(tracer.prompt_ids),
+        "o_noise": o_noise,
+        "o_noise_equals_true": o_noise.strip().lower()
+        == str(fact["target_true"]).strip().lower(),
+    }
+    return row, pd.concat(grids, ignore_index=True).astype(GRID_COLUMNS)
 
 
 FACT_COLUMNS = {
@@ -187,20 +219,21 @@ def facts_frame(rows: list[dict]) -> pd.DataFrame:
     return df.astype(FACT_COLUMNS)
 
 
+GRID_COLUMNS = {
+    "case_id": "int64",
+    "kind": "object",
+    "window": "int64",
+    "token_index": "int64",
+    "token": "object",
+    "is_subject": "bool",
+    "is_last_subject": "bool",
+    "layer": "int64",
+    "p_restored": "float64",
+}
+
+
 def empty_grid() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "case_id": pd.Series(dtype="int64"),
-            "kind": pd.Series(dtype="object"),
-            "window": pd.Series(dtype="int64"),
-            "token_index": pd.Series(dtype="int64"),
-            "token": pd.Series(dtype="object"),
-            "is_subject": pd.Series(dtype="bool"),
-            "is_last_subject": pd.Series(dtype="bool"),
-            "layer": pd.Series(dtype="int64"),
-            "p_restored": pd.Series(dtype="float64"),
-        }
-    )
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in GRID_COLUMNS.items()})
 
 
 def layer_effects(

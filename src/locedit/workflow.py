@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import sys
 import traceback
+from collections.abc import Iterable
+from pathlib import Path
 
 
 def setup_logging(snakemake) -> logging.Logger:
@@ -34,3 +38,16 @@ def setup_logging(snakemake) -> logging.Logger:
 def log_stream(snakemake):
     """A file object for tqdm progress bars: the rule's log (appended), else stderr."""
     return open(snakemake.log[0], "a", buffering=1) if len(snakemake.log) else sys.stderr
+
+
+def job_fingerprint(settings: dict, inputs: Iterable[str]) -> str:
+    """Hash of everything a job's checkpoints depend on: its ``settings`` (params: settings and
+    code hash) and the content and modification time of every input file (a retrained model
+    rewrites its config.json), so a rerun with other settings or inputs never reuses them."""
+    h = hashlib.sha256()
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for path in sorted(str(f) for f in inputs):
+        if Path(path).is_file():
+            h.update(Path(path).read_bytes())
+            h.update(str(Path(path).stat().st_mtime_ns).encode())
+    return h.hexdigest()[:16]

@@ -163,6 +163,41 @@ def test_trace_dataset(tiny_gpt2, tiny_tokenizer, counterfact_records):
     assert eff[eff.status == "ok"].effect_frac_max.notna().all()
 
 
+def test_trace_dataset_checkpoints_resume(
+    tiny_gpt2, tiny_tokenizer, counterfact_records, tmp_path, monkeypatch
+):
+    """A killed shard resumes from its per-fact checkpoints and gives the same tables; other
+    settings (a new fingerprint) never reuse them."""
+    import locedit.tracing_tables as tt
+    from locedit.records import flat_fact
+
+    facts = [flat_fact(r) for r in counterfact_records[:3]]
+    facts.append({**facts[0], "case_id": 99, "subject": ""})  # untraceable: checkpointed too
+    kw = dict(noise_std=0.3, samples=2, seed=0, row_budget=64, o_noise_max_tokens=4)
+    args = (tiny_gpt2, tiny_tokenizer, facts, RUNS)
+    grid, table = trace_dataset(*args, **kw, cache_dir=tmp_path, fingerprint="a")
+    cids = [int(f["case_id"]) for f in facts]
+    assert sorted(p.name for p in tmp_path.glob("case_*.json")) == sorted(
+        f"case_{c}.json" for c in cids
+    )
+    # as if killed while tracing the second fact: its grid may exist, its facts row does not
+    (tmp_path / f"case_{cids[1]}.json").unlink()
+    calls = []
+    real = tt._trace_fact
+
+    def counting(model, tok, fact, *a, **k):
+        calls.append(int(fact["case_id"]))
+        return real(model, tok, fact, *a, **k)
+
+    monkeypatch.setattr(tt, "_trace_fact", counting)
+    grid2, table2 = trace_dataset(*args, **kw, cache_dir=tmp_path, fingerprint="a")
+    assert calls == [cids[1]]
+    pd.testing.assert_frame_equal(grid, grid2)
+    pd.testing.assert_frame_equal(table, table2)
+    trace_dataset(*args, **kw, cache_dir=tmp_path, fingerprint="b")
+    assert calls == [cids[1], *cids]
+
+
 def test_figures_are_written(tmp_path):
     import matplotlib.pyplot as plt
 

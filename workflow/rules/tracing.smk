@@ -65,6 +65,10 @@ rule trace_facts:
         row_budget=TRACING["row_budget"],
         only_correct=TRACING["only_correct"],
         o_noise_max_tokens=TRACING["o_noise_max_tokens"],
+        # Per-fact checkpoints (undeclared; a rerun of a killed job resumes from them).
+        cache=lambda wildcards: (
+            f"results/{wildcards.model}/{wildcards.dataset}/.cache/trace_facts/{wildcards.shard}"
+        ),
         code=code_hash(
             "workflow/scripts/trace_facts.py",
             "src/locedit/tracing_tables.py",

@@ -7,10 +7,7 @@ so only a job cut off under the same settings reuses them) and a killed job resu
 shard table ``edits`` is written atomically at the end.
 """
 
-import hashlib
-import json
 import logging
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -18,7 +15,7 @@ import torch
 from locedit.editing.driver import NEEDS_STATS, run_edit_job
 from locedit.io import read_json, write_parquet
 from locedit.modeling import load_model
-from locedit.workflow import log_stream, setup_logging
+from locedit.workflow import job_fingerprint, log_stream, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -35,18 +32,10 @@ def load_stats(snakemake, model, method: str):
 
 
 def fingerprint(snakemake) -> str:
-    """Hash of everything a row depends on: params (hyperparameters, code hash, settings) and the
-    content and modification time of every input file (a retrained model rewrites its
-    config.json), so a rerun with other settings or inputs never reuses checkpoints."""
-    h = hashlib.sha256()
+    """Identity of the job's checkpoints: params that shape a row, code hash and inputs."""
     p = snakemake.params
     settings = {k: getattr(p, k) for k in ("model", "hparams", "aggregation", "essence", "batch_size", "code")}
-    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for path in sorted(str(f) for f in snakemake.input):
-        if Path(path).is_file():
-            h.update(Path(path).read_bytes())
-            h.update(str(Path(path).stat().st_mtime_ns).encode())
-    return h.hexdigest()[:16]
+    return job_fingerprint(settings, snakemake.input)
 
 
 def main(snakemake) -> None:

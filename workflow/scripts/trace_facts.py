@@ -1,4 +1,9 @@
-"""Causal Tracing / representation zeroing of one shard of datapoints (one model load)."""
+"""Causal Tracing / representation zeroing of one shard of datapoints (one model load).
+
+Finished facts are checkpointed in ``params.cache`` (stamped with a fingerprint of the job's
+settings, code and inputs), so a killed job resumes where it stopped; the shard tables are
+written atomically at the end.
+"""
 
 import sys
 
@@ -10,7 +15,10 @@ from locedit.io import read_json, write_parquet
 from locedit.modeling import load_model
 from locedit.records import flat_fact
 from locedit.tracing_tables import trace_dataset
-from locedit.workflow import log_stream, setup_logging
+from locedit.workflow import job_fingerprint, log_stream, setup_logging
+
+#: Params a traced fact depends on (its checkpoint fingerprint); not the shard bounds or filter.
+FINGERPRINT_PARAMS = ("model", "runs", "samples", "seed", "row_budget", "o_noise_max_tokens", "code")
 
 
 def main(snakemake) -> None:
@@ -49,6 +57,10 @@ def main(snakemake) -> None:
             row_budget=p.row_budget,
             o_noise_max_tokens=p.o_noise_max_tokens,
             progress=tqdm(facts, file=stream, desc="trace", mininterval=5),
+            cache_dir=p.cache,
+            fingerprint=job_fingerprint(
+                {k: getattr(p, k) for k in FINGERPRINT_PARAMS}, snakemake.input
+            ),
         )
     finally:
         if stream is not sys.stderr:

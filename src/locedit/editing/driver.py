@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from locedit.editing.ft import apply_ft
 from locedit.editing.metrics import edit_scores
 from locedit.editing.types import restore
 from locedit.editing.variants import build_request, case_noise
-from locedit.io import read_json, write_json, write_text
+from locedit.io import open_checkpoints, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +190,7 @@ def run_edit_job(
         raise ValueError(f"editing.layers: layer {layer} outside [0, {total}) for this model")
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
-        open_cache(cache, fingerprint)
+        open_checkpoints(cache, fingerprint)
     rows, reused = [], 0
     for case in tqdm(cases, desc=f"{method} L{layer}", file=progress, mininterval=5):
         ckpt = cache / f"case_{int(case['case_id'])}.json" if cache is not None else None
@@ -206,18 +205,6 @@ def run_edit_job(
     if reused:
         logger.info("reused %d checkpointed edit(s) from %s", reused, cache)
     return as_edit_table(rows)
-
-
-def open_cache(cache: Path, fingerprint: str | None) -> None:
-    """Make ``cache`` the checkpoint directory of ``fingerprint``, wiping stale checkpoints."""
-    stamp = cache / "FINGERPRINT"
-    if fingerprint is not None and cache.exists():
-        if not stamp.exists() or stamp.read_text() != fingerprint:
-            logger.info("discarding checkpoints of other settings in %s", cache)
-            shutil.rmtree(cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    if fingerprint is not None and not stamp.exists():
-        write_text(fingerprint, stamp)
 
 
 def as_edit_table(rows) -> pd.DataFrame:
