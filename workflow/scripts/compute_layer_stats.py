@@ -26,7 +26,7 @@ def main(snakemake) -> None:
     p = snakemake.params
     s = p.stats
     out_dir = Path(snakemake.output.manifest).parent
-    model, tok = load_model(p.model["source"], dtype=p.model["dtype"], device=p.model["device"])
+    model, tok = load_model(**p.model)
     stream = log_stream(snakemake)
     try:
         manifest = compute_layer_stats(

@@ -49,8 +49,7 @@ def main(snakemake) -> None:
     logger.info("%s / %s / layer %d: %d case(s); hparams %s", variant, method, layer, len(cases), p.hparams)
     rows = pd.DataFrame()
     if cases:
-        m = p.model
-        model, tok = load_model(m["source"], dtype=m["dtype"], device=m["device"])
+        model, tok = load_model(**p.model)
         stats, templates = load_stats(snakemake, model, method)
         with log_stream(snakemake) as progress:
             rows = run_edit_job(

@@ -16,8 +16,7 @@ def main(snakemake) -> None:
         return
     records = read_json(snakemake.input.records)
     facts = [(r["requested_rewrite"]["prompt"], r["requested_rewrite"]["subject"]) for r in records]
-    mp = snakemake.params.model
-    model, tok = load_model(mp["source"], dtype=mp["dtype"], device=mp["device"])
+    model, tok = load_model(**snakemake.params.model)
     std, n_tokens, missing = subject_embedding_std(model, tok, facts)
     mult = float(snakemake.params.multiplier)
     result = {

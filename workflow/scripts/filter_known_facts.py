@@ -19,8 +19,8 @@ def main(snakemake) -> None:
     setup_logging(snakemake)
     torch.set_num_threads(snakemake.threads)
     seed_everything(0)
-    m, f = snakemake.params.model, snakemake.params.filter
-    model, tok = load_model(m["source"], dtype=m["dtype"], device=m["device"])
+    f = snakemake.params.filter
+    model, tok = load_model(**snakemake.params.model)
     records = read_json(snakemake.input.records)
     facts = filter_known_facts(
         model,

@@ -21,7 +21,7 @@ def main(snakemake) -> None:
     torch.set_num_threads(snakemake.threads)
     p = snakemake.params
     cfg = p.templates
-    model, tok = load_model(p.model["source"], dtype=p.model["dtype"], device=p.model["device"])
+    model, tok = load_model(**p.model)
     templates = generate_context_templates(
         model,
         tok,

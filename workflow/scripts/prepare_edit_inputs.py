@@ -33,8 +33,7 @@ def main(snakemake) -> None:
     essence = {int(k): v for k, v in read_json(snakemake.input.essence).items()}
     out = {"cases": [], "skipped": []}
     if records:
-        m = p.model
-        model, tok = load_model(m["source"], dtype=m["dtype"], device=m["device"])
+        model, tok = load_model(**p.model)
         with log_stream(snakemake) as progress:
             out = prepare_inputs(
                 model,

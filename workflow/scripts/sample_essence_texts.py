@@ -24,8 +24,7 @@ def main(snakemake) -> None:
     records, facts = load_shard(snakemake.input.records, snakemake.input.facts, p.shard)
     out = {}
     if records:
-        m = p.model
-        model, tok = load_model(m["source"], dtype=m["dtype"], device=m["device"])
+        model, tok = load_model(**p.model)
         with log_stream(snakemake) as progress:
             out = sample_essence(
                 model,

@@ -42,8 +42,7 @@ def main(snakemake) -> None:
         p.runs,
     )
     torch.set_num_threads(snakemake.threads)
-    mp = p.model
-    model, tok = load_model(mp["source"], dtype=mp["dtype"], device=mp["device"])
+    model, tok = load_model(**p.model)
     stream = log_stream(snakemake)
     try:
         grid, table = trace_dataset(
