@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from locedit.analysis import METHODS, VARIANTS
+from locedit.tracing_tables import EFFECT_COLUMNS
 
 SCORE_COLS = ["rewrite_score", "paraphrase_score", "neighborhood_score", "essence_score"]
 
@@ -75,23 +76,7 @@ def make_tables(
                             "ok",
                         )
                     )
-    tracing = pd.DataFrame(
-        trows,
-        columns=[
-            "case_id",
-            "kind",
-            "window",
-            "layer",
-            "effect_frac_max",
-            "effect_frac_last",
-            "effect_abs_max",
-            "effect_abs_last",
-            "p_clean",
-            "p_noised",
-            "noise_std",
-            "status",
-        ],
-    )
+    tracing = pd.DataFrame(trows, columns=EFFECT_COLUMNS)
     if layer_effect is None:
         layer_effect = np.linspace(0.9, 0.3, len(edit_layers))
     main_w = 5 if 5 in windows else windows[0]

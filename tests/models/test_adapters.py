@@ -39,15 +39,6 @@ from naive_tracing import naive_trace  # noqa: E402
 N_LAYER, WIDTH = 3, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these tiny models are slower with more on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _configs(vocab: int) -> dict[str, T.PretrainedConfig]:
     small = dict(
         num_hidden_layers=N_LAYER,

@@ -29,15 +29,6 @@ from naive_tracing import naive_trace  # noqa: E402
 PROMPT, SUBJECT, TARGET = "The mother tongue of {} is", "Danielle Darrieux", "French"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these tiny models are slower with more on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tracer(tiny_gpt2, tiny_tokenizer):
     return FactTracer(
@@ -79,31 +70,10 @@ def test_multi_token_target_matches_naive(tiny_gpt2, tiny_tokenizer):
     prompt, subject, target = "{} plays the", "Toko Yasuda", "guitar piano"
     _, tgt = encode_prompt_target(tiny_tokenizer, prompt.format(subject), target)
     assert len(tgt) > 1
-    res = trace_fact(
-        tiny_gpt2,
-        tiny_tokenizer,
-        prompt,
-        subject,
-        target,
-        kind="mlp",
-        window=3,
-        noise_std=0.5,
-        samples=3,
-        seed=0,
-        row_budget=8,
-    )
-    _, _, grid = naive_trace(
-        tiny_gpt2,
-        tiny_tokenizer,
-        prompt,
-        subject,
-        target,
-        kind="mlp",
-        window=3,
-        noise_std=0.5,
-        samples=3,
-        seed=0,
-    )
+    args = (tiny_gpt2, tiny_tokenizer, prompt, subject, target)
+    kw = dict(kind="mlp", window=3, noise_std=0.5, samples=3, seed=0)
+    res = trace_fact(*args, **kw, row_budget=8)
+    _, _, grid = naive_trace(*args, **kw)
     np.testing.assert_allclose(res.restored, grid, rtol=1e-5, atol=0)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from locedit.tracing import TraceResult, ZeroResult
 from locedit.tracing_tables import (
@@ -19,15 +18,6 @@ from locedit.tracing_tables import (
 )
 
 RUNS = [{"kind": "mlp", "window": 3}, {"kind": "zero", "window": 3}]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these tiny models are slower with more on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _fixture():
