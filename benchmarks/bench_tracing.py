@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "src"))
 from naive_tracing import naive_trace  # noqa: E402
 
 from locedit.adapters import d_model, n_layers  # noqa: E402
-from locedit.trace_batching import window_layers  # noqa: E402
+from locedit.trace_batching import Patch, _fork_plan, window_layers  # noqa: E402
 from locedit.tracing import FactTracer  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "counterfact_sample_5.json"
@@ -131,17 +131,10 @@ def matmul_flops(model, tracer: FactTracer, window: int, kind: str) -> float:
     n_read = len(tracer.target_ids)
     total = (1 + tracer.samples) * S * (L * per_tok_layer + 2 * d * V)
     skip = int(kind == "hidden" or (kind == "mlp" and tracer.additive_blocks))
-    # first block each centre's run computes: its start, or its window's stop for a run forked
-    # from the longest window with the same start (the clipped windows at layer 0)
-    longest: dict[int, int] = {}
-    for c in range(L):
-        a, b = window_layers(c, window, L)
-        longest[a] = max(longest.get(a, 0), b)
-    first = []
-    for c in range(L):
-        a, b = window_layers(c, window, L)
-        forked = b < longest[a] and b > a + skip
-        first.append(b if forked else a + skip)
+    # first block each centre's run computes: where the engine's plan has its rows join
+    windows = [window_layers(c, window, L) for c in range(L)]
+    plan = _fork_plan([Patch(a + skip, b, positions=(0,)) for a, b in windows], list(range(L)))
+    first = [plan[c][0] for c in range(L)]
     for t in range(tracer.subject_range[0], len(tracer.prompt_ids)):
         for c in range(L):
             total += tracer.samples * (

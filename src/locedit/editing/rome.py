@@ -153,7 +153,8 @@ def apply_rome(
         (k*, v* and the bare-prompt pass), ``update_seconds`` (C⁻¹k* solve + weight write),
         ``loss``/``nll``/``kl``/``weight_decay`` of the last v* step, ``p_target_init`` /
         ``p_target`` (mean target probability over the context prompts, before / at the last
-        step), ``n_forward``, ``delta_norm``, ``init_norm``, ``update_norm`` (Frobenius).
+        step), ``p_target_prompt`` (the bare prompt's target probability at the last step),
+        ``n_forward``, ``delta_norm``, ``init_norm``, ``update_norm`` (Frobenius).
     """
     hp = resolve_hparams(hparams, ROME_DEFAULTS, "rome")
     snapshot = Snapshot()
