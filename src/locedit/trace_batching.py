@@ -385,9 +385,9 @@ def replay_patches(
             plan = _fork_plan(patches, chunk)
             for j in range(min(join for join, _ in plan.values()), L + 1):
                 joining = [i for i in chunk if plan[i][0] == j]
-                pieces = []
+                pieces, n_rows = [], len(rows)
                 for i in joining:
-                    first_row[i] = len(rows) + sum(x.shape[0] for x in pieces)
+                    first_row[i], n_rows = n_rows, n_rows + rows_of[i]
                     src = plan[i][1]  # joined below j (its start < this patch's stop = j)
                     if src is not None:
                         pieces.append(h[first_row[src] : first_row[src] + rows_of[i]])

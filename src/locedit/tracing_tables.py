@@ -154,8 +154,18 @@ def trace_dataset(
     return grid, facts_frame(rows)
 
 
-def _trace_fact(model, tokenizer, fact, runs, o_noise_max_tokens, *, noise_std, samples, seed,
-                row_budget) -> tuple[dict, pd.DataFrame | None]:
+def _trace_fact(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    fact: dict,
+    runs: Sequence[dict],
+    o_noise_max_tokens: int,
+    *,
+    noise_std: float,
+    samples: int,
+    seed: int,
+    row_budget: int,
+) -> tuple[dict, pd.DataFrame | None]:
     """``(facts row, grid rows of every run)`` of one fact; the grid is None if untraceable."""
     cid = int(fact["case_id"])
     row = {"case_id": cid, "target": fact["target_true"], "noise_std": float(noise_std)}
