@@ -12,8 +12,9 @@ GPU, random GPT-J-shaped model in float16 (no weights needed; batched engine onl
 
     python benchmarks/bench_tracing.py --gptj --device cuda --dtype float16 --facts 8
 
-The GPU mode also reports facts/second and the achieved matmul TFLOP/s (FLOPs counted
-analytically from the shapes actually computed) as a fraction of ``--peak-tflops``.
+FLOPs are those of the linear layers, counted from the shapes actually computed (a separate,
+untimed run with counting hooks); the GPU mode also reports facts/second and the achieved matmul
+TFLOP/s as a fraction of ``--peak-tflops``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from naive_tracing import naive_trace  # noqa: E402
 
-from locedit.adapters import d_model, n_layers  # noqa: E402
-from locedit.trace_batching import Patch, _fork_plan, window_layers  # noqa: E402
+from locedit.trace_passes import SuffixArgsCache  # noqa: E402
 from locedit.tracing import FactTracer  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "counterfact_sample_5.json"
@@ -112,50 +112,31 @@ def build(args):
     return model, tok, desc
 
 
-def matmul_flops(model, tracer: FactTracer, window: int, kind: str) -> float:
-    """Analytic matmul FLOPs of one fact's batched trace, counting only what the engine computes.
-
-    Per token and block: 2·(4·d² + 2·d·d_ff) (QKV/out projections and MLP; GPT-J's d_ff = 4d)
-    plus attention scores/values (4·S·d); 2·d·V per unembedded position. Clean + noised passes
-    cover all S positions; each restoration of token t computes positions t..S-1 from its window's
-    first layer (mlp/hidden: from the layer above it, whose input is derived without computing;
-    a run forked from a longer window with the same start: from its own window's stop).
-    (The batch-1 recording pass per t stops at block 0 and is not counted.)
+def linear_flops(model, fn) -> float:
+    """Matmul FLOPs of the linear layers (projections, MLP, unembedding) while ``fn()`` runs,
+    counted from the shapes actually computed: 2 · tokens · d_in · d_out per call of every
+    ``nn.Linear`` / ``Conv1D``. Attention scores (4·S·d per token and layer, a few % here) are
+    not counted. Hooks slow a run down, so this is a separate, untimed run.
     """
-    d, L = d_model(model), n_layers(model)
-    cfg = model.config
-    d_ff = getattr(cfg, "n_inner", None) or getattr(cfg, "intermediate_size", None) or 4 * d
-    V = cfg.vocab_size
-    S = len(tracer.prompt_ids) + len(tracer.target_ids) - 1
-    per_tok_layer = 2 * (4 * d * d + 2 * d * d_ff) + 4 * S * d
-    n_read = len(tracer.target_ids)
-    total = (1 + tracer.samples) * S * (L * per_tok_layer + 2 * d * V)
-    skip = int(kind == "hidden" or (kind == "mlp" and tracer.additive_blocks))
-    # first block each centre's run computes: where the engine's plan has its rows join
-    windows = [window_layers(c, window, L) for c in range(L)]
-    plan = _fork_plan([Patch(a + skip, b, positions=(0,)) for a, b in windows], list(range(L)))
-    first = [plan[c][0] for c in range(L)]
-    for t in range(tracer.subject_range[0], len(tracer.prompt_ids)):
-        for c in range(L):
-            total += tracer.samples * (
-                (S - t) * (L - first[c]) * per_tok_layer + n_read * 2 * d * V
-            )
-    return total
+    from transformers.pytorch_utils import Conv1D
 
+    total = [0]
 
-def naive_flops(model, tracer: FactTracer, from_subject: bool = False) -> float:
-    """Matmul FLOPs of the baseline: one full pass of 1 + samples rows per (token, layer) cell."""
-    d, L = d_model(model), n_layers(model)
-    cfg = model.config
-    d_ff = getattr(cfg, "n_inner", None) or getattr(cfg, "intermediate_size", None) or 4 * d
-    S = len(tracer.prompt_ids) + len(tracer.target_ids) - 1
-    per_pass = (
-        (1 + tracer.samples)
-        * S
-        * (L * (2 * (4 * d * d + 2 * d * d_ff) + 4 * S * d) + 2 * d * cfg.vocab_size)
-    )
-    cells = (len(tracer.prompt_ids) - from_subject * tracer.subject_range[0]) * L
-    return (cells + 1) * per_pass
+    def count(module, inputs):
+        x = inputs[0]
+        total[0] += 2 * (x.numel() // x.shape[-1]) * module.weight.numel()
+
+    handles = [
+        m.register_forward_pre_hook(count)
+        for m in model.modules()
+        if isinstance(m, (torch.nn.Linear, Conv1D))
+    ]
+    try:
+        fn()
+    finally:
+        for h in handles:
+            h.remove()
+    return float(total[0])
 
 
 def main() -> None:
@@ -225,12 +206,26 @@ def main() -> None:
 
     kw = dict(noise_std=args.noise_std, samples=args.samples, seed=0)
     naive_kw = dict(from_subject=args.naive_from_subject)
-    # warm-up (kernels, allocator) on one fact
-    FactTracer(model, tok, *facts[0], row_budget=args.row_budget, **kw).restore(
-        args.kind, args.window
-    )
+
+    def run_batched(fs):
+        arg_cache = SuffixArgsCache(model)  # one per round, as one per tracing job
+        return [
+            FactTracer(
+                model, tok, *f, row_budget=args.row_budget, arg_cache=arg_cache, **kw
+            ).restore(args.kind, args.window)
+            for f in fs
+        ]
+
+    def run_naive(fs):
+        return [
+            naive_trace(model, tok, *f, kind=args.kind, window=args.window, **kw, **naive_kw)
+            for f in fs
+        ]
+
     n_naive = 0 if args.no_naive else len(facts) if args.naive_facts is None else args.naive_facts
     n_naive = min(n_naive, len(facts))
+    # warm-up (kernels, allocator) on one fact
+    run_batched(facts[:1])
     if n_naive:
         naive_trace(model, tok, *facts[0], kind=args.kind, window=1, **kw, **naive_kw)
     sync()
@@ -239,31 +234,21 @@ def main() -> None:
     t_batched, t_naive = [], []
     for _ in range(args.rounds):
         t0 = time.perf_counter()
-        batched, flops, flops_naive = [], 0.0, 0.0
-        for f in facts:
-            tr = FactTracer(model, tok, *f, row_budget=args.row_budget, **kw)
-            batched.append(tr.restore(args.kind, args.window))
-            flops += matmul_flops(model, tr, args.window, args.kind)
-            flops_naive += naive_flops(model, tr, args.naive_from_subject)
+        batched = run_batched(facts)
         sync()
         t_batched.append(time.perf_counter() - t0)
         if n_naive:
             t0 = time.perf_counter()
-            naive = [
-                naive_trace(model, tok, *f, kind=args.kind, window=args.window, **kw, **naive_kw)
-                for f in facts[:n_naive]
-            ]
+            naive = run_naive(facts[:n_naive])
             sync()
             t_naive.append(time.perf_counter() - t0)
+    flops = linear_flops(model, lambda: run_batched(facts))
     tb = min(t_batched)
     print(
         f"batched engine: {tb:.3f} s for {len(facts)} facts ({len(facts) / tb:.2f} facts/s); "
         f"rounds {', '.join(f'{t:.2f}' for t in t_batched)}"
     )
-    print(
-        f"matmul FLOPs per fact: batched {flops / len(facts):.3e}, naive "
-        f"{flops_naive / len(facts):.3e} (ratio {flops_naive / flops:.2f})"
-    )
+    print(f"linear-layer FLOPs per fact, batched: {flops / len(facts):.3e}")
     if args.device.startswith("cuda"):
         tflops = flops / tb / 1e12
         print(
@@ -273,6 +258,12 @@ def main() -> None:
         )
     if not n_naive:
         return
+    flops_naive = linear_flops(model, lambda: run_naive(facts[:n_naive]))
+    flops_same = linear_flops(model, lambda: run_batched(facts[:n_naive]))
+    print(
+        f"linear-layer FLOPs of the baseline's {n_naive} facts: batched {flops_same:.3e}, naive "
+        f"{flops_naive:.3e} (ratio {flops_naive / flops_same:.2f})"
+    )
     tn = min(t_naive)
     print(
         f"naive baseline: {tn:.3f} s for {n_naive} facts ({n_naive / tn:.3f} facts/s); "

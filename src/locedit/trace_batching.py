@@ -24,15 +24,8 @@ overwritten with their clean values. The authors' code runs one full forward pas
   it *forks* from the longest one's rows when its own window ends;
 * the unembedding is applied only at the positions that predict the target tokens.
 
-Replaying blocks one by one needs the arguments the model passes to them (causal mask, position
-ids, rotary embeddings, the key/value cache...). They differ between architectures, so they are
-not rebuilt here: for each prefix length t, one batch-1 *recording pass* runs the model itself on
-positions ``t..`` with a ``transformers`` cache holding t prefix positions, and a forward pre-hook
-records what each block was called with (the pass stops at block 0 when all layers get the same
-arguments). The replay calls the blocks with the same arguments, expanded to the replay's batch
-size, with the cache object swapped for :class:`_PrefixCache`, which prepends the right prefix
-keys/values (every supported attention only calls ``cache.update(key, value, layer_idx)``).
-Only :mod:`locedit.adapters` names modules; the final norm and unembedding are applied as the
+Replaying blocks needs the arguments the model passes to them and the passes replays start from:
+:mod:`locedit.trace_passes`. Only :mod:`locedit.adapters` names modules; the final norm and unembedding are applied as the
 model does (``lm_head(final_norm(h))``). The test suite checks the replay against the
 one-pass-per-cell baseline for every registered architecture and kind.
 """
@@ -40,15 +33,16 @@ one-pass-per-cell baseline for every registered architecture and kind.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from transformers import DynamicCache
 
 from locedit.adapters import module_for, n_layers, untuple
 from locedit.hooks import forward_hooks
+from locedit.kernels import mlp_only_where
+from locedit.trace_passes import PassCache, SuffixArgs, expand_args
 
 #: Tracing kind -> the adapter component whose output is restored.
 KIND_COMPONENT = {"hidden": "block", "mlp": "mlp", "attn": "attn"}
@@ -64,188 +58,9 @@ def window_layers(centre: int, window: int, n_layer: int) -> tuple[int, int]:
     return max(0, centre - window // 2), min(n_layer, centre - (-window // 2))
 
 
-@contextlib.contextmanager
-def _pre_hooks_with_kwargs(hooks: list[tuple[nn.Module, Callable]]) -> Iterator[None]:
-    handles = [m.register_forward_pre_hook(fn, with_kwargs=True) for m, fn in hooks]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def _retuple(output, hidden: torch.Tensor):
     """``output`` with its hidden state (element 0 when a tuple) replaced by ``hidden``."""
     return (hidden,) + tuple(output[1:]) if isinstance(output, tuple) else hidden
-
-
-def _expand(obj, batch: int):
-    """Broadcast recorded block arguments of a batch-1 pass to ``batch`` rows.
-
-    Tensors with a leading dimension of 1 and at least 2 dims (masks, position ids, rotary tables)
-    are expanded (a view, no copy); tuples/lists are mapped; anything else is passed through.
-    """
-    if isinstance(obj, torch.Tensor):
-        if obj.ndim >= 2 and obj.shape[0] == 1 and batch != 1:
-            return obj.expand(batch, *obj.shape[1:])
-        return obj
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_expand(o, batch) for o in obj)
-    return obj
-
-
-@dataclass
-class PassCache:
-    """What one full forward pass left behind, per layer.
-
-    Attributes:
-        block_in: per layer, the block's input hidden state ``[batch, pos, d_model]``.
-        outputs: per component (``block``/``mlp``/``attn``), per layer, the module's output
-            hidden state ``[batch, pos, d_model]``.
-        keys / values: per layer, the attention cache ``[batch, kv_heads, pos, head_dim]``.
-        logits: ``[batch, pos, vocab]`` of the pass.
-    """
-
-    block_in: list[torch.Tensor]
-    outputs: dict[str, list[torch.Tensor]]
-    keys: list[torch.Tensor] = field(default_factory=list)
-    values: list[torch.Tensor] = field(default_factory=list)
-    logits: torch.Tensor | None = None
-
-
-def _block_hidden(args, kwargs):
-    return args[0] if args else kwargs["hidden_states"]
-
-
-@torch.no_grad()
-def cached_forward(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    *,
-    components: tuple[str, ...] = ("block", "mlp", "attn"),
-    embed_hook: Callable | None = None,
-) -> PassCache:
-    """One forward pass over ``input_ids`` ``[batch, pos]`` recording every block's input, the
-    ``components``' outputs and the key/value cache.
-
-    Args:
-        components: module outputs to record at every layer.
-        embed_hook: optional forward hook on the embedding (e.g. subject noise).
-    """
-    L = n_layers(model)
-    cache = PassCache(block_in=[None] * L, outputs={c: [None] * L for c in components})
-
-    def pre(layer):
-        def fn(module, args, kwargs):
-            cache.block_in[layer] = _block_hidden(args, kwargs)
-
-        return fn
-
-    def post(component, layer):
-        def fn(module, inputs, output):
-            cache.outputs[component][layer] = untuple(output).detach()
-
-        return fn
-
-    hooks = [(module_for(model, c, j), post(c, j)) for c in components for j in range(L)]
-    if embed_hook is not None:
-        hooks.insert(0, (module_for(model, "embed"), embed_hook))
-    kv = DynamicCache(config=model.config)
-    with (
-        forward_hooks(hooks),
-        _pre_hooks_with_kwargs([(module_for(model, "block", j), pre(j)) for j in range(L)]),
-    ):
-        cache.logits = model(input_ids=input_ids, past_key_values=kv, use_cache=True).logits
-    cache.keys = [kv.layers[j].keys for j in range(L)]
-    cache.values = [kv.layers[j].values for j in range(L)]
-    return cache
-
-
-class _PrefixCache:
-    """Stand-in for a ``transformers`` cache during a replay: prepends fixed prefix keys/values.
-
-    ``prefix[layer] = (keys, values)``, each ``[batch, kv_heads, t, head_dim]``, is set before
-    block ``layer`` runs.
-    """
-
-    def __init__(self) -> None:
-        self.prefix: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def update(self, key, value, layer_idx, *args, **kwargs):
-        pk, pv = self.prefix[layer_idx]
-        return torch.cat([pk, key], dim=-2), torch.cat([pv, value], dim=-2)
-
-
-@dataclass
-class SuffixArgs:
-    """Block arguments (all but the hidden state) of a pass over positions ``offset..``."""
-
-    offset: int
-    args: list[tuple]
-    kwargs: list[dict]
-    cache: _PrefixCache
-
-
-def _swap(obj, old, new):
-    if obj is old:
-        return new
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_swap(o, old, new) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _swap(v, old, new) for k, v in obj.items()}
-    return obj
-
-
-class _StopForward(Exception):
-    """Raised by a recording hook once the arguments it needs are recorded."""
-
-
-def _same_args_every_layer(model: nn.Module) -> bool:
-    """Whether all blocks get the same arguments (no per-layer attention types such as
-    sliding-window layers, whose masks differ): then block 0's arguments are enough."""
-    return len(set(getattr(model.config, "layer_types", None) or ["one"])) == 1
-
-
-@torch.no_grad()
-def record_suffix_args(
-    model: nn.Module, input_ids: torch.Tensor, clean: PassCache, offset: int
-) -> SuffixArgs:
-    """Record the block arguments of a batch-1 pass over ``input_ids[:, offset:]`` ``[1, pos]``
-    that continues from a cache of the first ``offset`` positions (see module docstring).
-
-    When every layer gets the same arguments, the pass is stopped at block 0 (only the
-    embedding, mask and position computations run) and block 0's arguments serve every layer.
-    """
-    L = n_layers(model)
-    kv = DynamicCache(config=model.config)
-    for j in range(L):
-        kv.update(clean.keys[j][:1, :, :offset], clean.values[j][:1, :, :offset], j)
-    out = SuffixArgs(offset, [None] * L, [None] * L, _PrefixCache())
-    shared = _same_args_every_layer(model)
-
-    def pre(layer):
-        def fn(module, args, kwargs):
-            args, kwargs = _swap(tuple(args), kv, out.cache), _swap(dict(kwargs), kv, out.cache)
-            if args:
-                args = tuple(args[1:])
-            else:
-                kwargs.pop("hidden_states")
-            for j in range(L) if shared else (layer,):
-                out.args[j], out.kwargs[j] = args, kwargs
-            if shared:
-                raise _StopForward
-
-        return fn
-
-    blocks = [module_for(model, "block", j) for j in range(L)]
-    with _pre_hooks_with_kwargs(
-        [(b, pre(j)) for j, b in enumerate(blocks[:1] if shared else blocks)]
-    ):
-        try:
-            model(input_ids=input_ids[:1, offset:], past_key_values=kv, use_cache=True)
-        except _StopForward:
-            pass
-    return out
 
 
 @dataclass(frozen=True)
@@ -320,6 +135,27 @@ def _fork_plan(patches: list[Patch], chunk: list[int]) -> dict[int, tuple[int, i
     return plan
 
 
+_NO_OP = contextlib.nullcontext()
+
+
+def _mlp_needed(
+    patched: torch.Tensor | None, rows: int, width: int, last: bool, reads: list[int]
+) -> torch.Tensor | None:
+    """``[rows, width]`` bool: where a block's MLP output is used, or None if everywhere.
+
+    Not where the patch overwrites it (``patched``, when the MLP or block output is patched),
+    and at the last layer only at the positions unembedded (``reads``).
+    """
+    if patched is None and not last:
+        return None
+    need = torch.ones(rows, width, dtype=torch.bool) if patched is None else ~patched
+    if last:
+        read = torch.zeros(width, dtype=torch.bool)
+        read[reads] = True
+        need &= read
+    return None if bool(need.all()) else need
+
+
 @torch.no_grad()
 def replay_patches(
     model: nn.Module,
@@ -371,16 +207,21 @@ def replay_patches(
     tgt = torch.tensor(target_ids)
     blocks = [module_for(model, "block", j) for j in range(L)]
     final_norm, lm_head = module_for(model, "final_norm"), module_for(model, "lm_head")
+    mlps = [module_for(model, "mlp", j) for j in range(L)]
+    # whose MLP output a patch overwrites (the MLP's, or the whole block's)
+    overwrites_mlp = component in ("mlp", "block")
     with forward_hooks([(module_for(model, component, j), hook(j)) for j in range(L)]):
         for chunk in _chunks(patches, rows_of, row_budget):
             t, start = patches[chunk[0]].offset, starts[patches[chunk[0]].group]
             sa = suffix_args(t)
             state["offset"] = t
             width = start.block_in[0].shape[1] - t
+            reads = [r - t for r in read_positions]  # read positions in the replayed window
             h = None
             rows: list[int] = []  # patch index of each row of h
             first_row: dict[int, int] = {}  # patch index -> its first row in h
-            row_mask = row_stop = None  # [rows, width] patched positions; [rows] window stop
+            # (on the CPU, where they are built) [rows, width] patched positions; [rows] stop
+            row_mask = row_stop = None
             max_stop = 0
             plan = _fork_plan(patches, chunk)
             for j in range(min(join for join, _ in plan.values()), L + 1):
@@ -406,24 +247,23 @@ def replay_patches(
                         max_stop = max(max_stop, patches[i].stop)
                         r0 += rows_of[i]
                         rows += [i] * rows_of[i]
-                    m, stop = m.to(new.device), stop.to(new.device)
                     h = new if h is None else torch.cat([h, new])
                     row_mask = m if row_mask is None else torch.cat([row_mask, m])
                     row_stop = stop if row_stop is None else torch.cat([row_stop, stop])
                 if j == L:
                     break
-                B, reps = h.shape[0], h.shape[0] // start.block_in[0].shape[0]
+                B = h.shape[0]
                 # every row in the batch has start <= j, so it is patched iff j < stop
-                state["mask"] = (
-                    (row_mask & (row_stop > j)[:, None]).unsqueeze(-1) if j < max_stop else None
-                )
-                pk, pv = start.keys[j][:, :, :t], start.values[j][:, :, :t]
-                sa.cache.prefix = {j: (pk.repeat(reps, 1, 1, 1), pv.repeat(reps, 1, 1, 1))}
-                out = blocks[j](h, *_expand(sa.args[j], B), **_expand(sa.kwargs[j], B))
+                patched = row_mask & (row_stop > j)[:, None] if j < max_stop else None
+                state["mask"] = None if patched is None else patched.to(h.device).unsqueeze(-1)
+                sa.cache.prefix = {j: (start.keys[j][:, :, :t], start.values[j][:, :, :t])}
+                need = _mlp_needed(patched if overwrites_mlp else None, B, width, j == L - 1, reads)
+                with mlp_only_where(mlps[j], need.to(h.device)) if need is not None else _NO_OP:
+                    out = blocks[j](h, *expand_args(sa.args[j], B), **expand_args(sa.kwargs[j], B))
                 h = untuple(out)
             state["mask"] = None
             sa.cache.prefix = {}
-            hr = h[:, [r - t for r in read_positions]]  # [rows, n_target, d_model]
+            hr = h[:, reads]  # [rows, n_target, d_model]
             logits = lm_head(final_norm(hr))
             logp = torch.log_softmax(logits.float(), dim=-1)
             idx = tgt.to(logp.device).view(1, -1, 1).expand(logp.shape[0], -1, 1)

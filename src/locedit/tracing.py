@@ -37,17 +37,11 @@ from transformers import PreTrainedTokenizerBase
 
 from locedit.adapters import d_model, module_for, n_layers
 from locedit.hooks import forward_hooks
+from locedit.kernels import fused_activations
 from locedit.records import subject_token_range
 from locedit.scoring import encode_prompt_target
-from locedit.trace_batching import (
-    KIND_COMPONENT,
-    Patch,
-    SuffixArgs,
-    cached_forward,
-    record_suffix_args,
-    replay_patches,
-    window_layers,
-)
+from locedit.trace_batching import KIND_COMPONENT, Patch, replay_patches, window_layers
+from locedit.trace_passes import SuffixArgs, SuffixArgsCache, cached_forward
 from locedit.tracing_noise import (  # noqa: F401  (re-exported: the tracing API)
     estimate_noise_std,
     fact_seed,
@@ -113,6 +107,8 @@ class FactTracer:
         samples: number of noise draws.
         seed: noise seed for this fact.
         row_budget: maximum rows per batched replay (memory knob).
+        arg_cache: recorded block arguments to share with other facts traced with this model
+            (a tracing job passes one to all its facts); a fresh one by default.
 
     Raises:
         SubjectNotFoundError: the subject cannot be located in the tokenised prompt.
@@ -131,8 +127,12 @@ class FactTracer:
         samples: int = 10,
         seed: int = 0,
         row_budget: int = 512,
+        arg_cache: SuffixArgsCache | None = None,
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
+        if arg_cache is not None and arg_cache.model is not model:
+            raise ValueError("arg_cache was recorded with another model")
+        self.arg_cache = arg_cache or SuffixArgsCache(model)
         self.noise_std, self.samples, self.seed, self.row_budget = (
             noise_std,
             samples,
@@ -152,47 +152,48 @@ class FactTracer:
         device = next(model.parameters()).device
         ids = torch.tensor([self.prompt_ids + self.target_ids[:-1]], device=device)  # [1, pos]
         self.input_ids = ids
-        self._suffix_args: dict[int, SuffixArgs] = {}
         s0, s1 = self.subject_range
         self.noise = make_noise(samples, s1 - s0, d_model(model), noise_std, seed)
-        self.clean = cached_forward(model, ids)
-        self.noised = cached_forward(
-            model,
-            ids.expand(samples, -1),
-            components=("block", "mlp"),
-            embed_hook=subject_noise_hook(self.subject_range, self.noise),
-        )
+        # one pass: row 0 clean (zero noise: x + 0 is x), rows 1.. noised
+        zero_row = torch.zeros_like(self.noise[:1])
+        with fused_activations(model):
+            both = cached_forward(
+                model,
+                ids.expand(1 + samples, -1),
+                embed_hook=subject_noise_hook(self.subject_range, torch.cat([zero_row, self.noise])),
+                logits_to_keep=len(self.target_ids),  # the read positions end the input
+            )
+        self.clean, self.noised = both.rows(slice(0, 1)), both.rows(slice(1, None))
         self.additive_blocks = _blocks_are_additive(self.clean)
         self.p_clean = float(self._probs(self.clean.logits).mean())
         self.p_noised = float(self._probs(self.noised.logits).mean())
         self.tokens = [tokenizer.decode([t]) for t in self.prompt_ids]
 
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """``[rows]`` target-sequence probabilities from full-pass logits ``[rows, pos, vocab]``."""
-        logp = torch.log_softmax(logits[:, self.read_positions].float(), dim=-1)
+        """``[rows]`` target-sequence probabilities from the read positions' logits
+        ``[rows, n_target, vocab]``."""
+        logp = torch.log_softmax(logits.float(), dim=-1)
         tgt = torch.tensor(self.target_ids, device=logp.device).view(1, -1, 1)
         return logp.gather(-1, tgt.expand(logp.shape[0], -1, 1)).sum((1, 2)).exp().cpu()
 
     def suffix_args(self, offset: int) -> SuffixArgs:
-        """Block arguments of a pass over positions ``offset..`` (recorded once per offset)."""
-        if offset not in self._suffix_args:
-            self._suffix_args[offset] = record_suffix_args(
-                self.model, self.input_ids, self.clean, offset
-            )
-        return self._suffix_args[offset]
+        """Block arguments of a pass over positions ``offset..`` (recorded once per length and
+        offset in :attr:`arg_cache`)."""
+        return self.arg_cache.get(self.input_ids, self.clean, offset)
 
     def _replay(self, patches, start, component, source) -> list[torch.Tensor]:
-        return replay_patches(
-            self.model,
-            patches,
-            starts=[start],
-            component=component,
-            source=source,
-            suffix_args=self.suffix_args,
-            read_positions=self.read_positions,
-            target_ids=self.target_ids,
-            row_budget=self.row_budget,
-        )
+        with fused_activations(self.model):
+            return replay_patches(
+                self.model,
+                patches,
+                starts=[start],
+                component=component,
+                source=source,
+                suffix_args=self.suffix_args,
+                read_positions=self.read_positions,
+                target_ids=self.target_ids,
+                row_budget=self.row_budget,
+            )
 
     def restore(self, kind: str = "mlp", window: int = 5) -> TraceResult:
         """The restoration grid for ``kind`` and ``window`` (see module docstring)."""
@@ -278,8 +279,9 @@ class FactTracer:
         with_hook = [(module_for(model, "embed"), hook)]
         for _ in range(max_new_tokens):
             ids = torch.tensor([self.prompt_ids + gen], device=device).expand(self.samples, -1)
-            with forward_hooks(with_hook):
-                logits = model(input_ids=ids, use_cache=False).logits[:, -1]  # [samples, vocab]
+            with forward_hooks(with_hook), fused_activations(model):
+                out = model(input_ids=ids, use_cache=False, logits_to_keep=1)
+            logits = out.logits[:, -1]  # [samples, vocab]
             probs = torch.softmax(logits.float(), dim=-1).mean(0)
             if first_probs is None:
                 first_probs = probs

@@ -43,6 +43,7 @@ from transformers import PreTrainedTokenizerBase
 
 from locedit.adapters import n_layers
 from locedit.io import open_checkpoints, read_json, write_json, write_parquet
+from locedit.trace_passes import SuffixArgsCache
 from locedit.tracing import FactTracer, SubjectNotFoundError, TraceResult, ZeroResult, fact_seed
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,13 @@ def trace_dataset(
     """
     cache = open_checkpoints(cache_dir, fingerprint) if cache_dir is not None else None
     grids, rows, reused = [], [], 0
-    kw = dict(noise_std=noise_std, samples=samples, seed=seed, row_budget=row_budget)
+    kw = dict(
+        noise_std=noise_std,
+        samples=samples,
+        seed=seed,
+        row_budget=row_budget,
+        arg_cache=SuffixArgsCache(model),  # block arguments shared by facts of equal length
+    )
     for fact in facts if progress is None else progress:
         cid = int(fact["case_id"])
         done = cache / f"case_{cid}.json" if cache is not None else None
@@ -165,6 +172,7 @@ def _trace_fact(
     samples: int,
     seed: int,
     row_budget: int,
+    arg_cache: SuffixArgsCache,
 ) -> tuple[dict, pd.DataFrame | None]:
     """``(facts row, grid rows of every run)`` of one fact; the grid is None if untraceable."""
     cid = int(fact["case_id"])
@@ -180,6 +188,7 @@ def _trace_fact(
             samples=samples,
             seed=fact_seed(seed, cid),
             row_budget=row_budget,
+            arg_cache=arg_cache,
         )
     except SubjectNotFoundError as err:
         logger.warning("case_id %d: subject not found, not traced (%s)", cid, err)

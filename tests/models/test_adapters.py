@@ -30,6 +30,7 @@ from locedit.adapters import (
     n_layers,
     untuple,
 )
+from locedit.trace_passes import SuffixArgsCache, cached_forward, record_suffix_args
 from locedit.tracing import FactTracer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,6 +136,54 @@ def test_batched_tracing_matches_naive(models, tiny_tokenizer, arch):
         np.testing.assert_allclose(res.restored, grid, rtol=1e-5, atol=0)
         s0 = res.subject_range[0]
         assert np.ptp(res.restored[s0:]) > 0, f"{kind}: restorations changed nothing"
+
+
+def _same(a, b) -> bool:
+    """Recursive equality of recorded block arguments (tensors by value, others by type)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and bool((a == b).all())
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b)
+
+
+@pytest.mark.parametrize("arch", sorted(ADAPTERS))
+def test_block_arguments_depend_on_positions_not_tokens(models, arch):
+    """What lets one SuffixArgsCache serve every fact of a job: two inputs of equal length get
+    the same recorded block arguments at every layer and offset."""
+    model = models[arch]
+    ids_a = torch.tensor([[5, 17, 42, 9, 3, 11]])
+    ids_b = torch.tensor([[8, 2, 30, 41, 7, 19]])
+    for offset in (0, 2, 5):
+        args = [
+            record_suffix_args(model, ids, cached_forward(model, ids), offset)
+            for ids in (ids_a, ids_b)
+        ]
+        for j in range(N_LAYER):
+            assert _same(args[0].args[j], args[1].args[j]), (offset, j)
+            assert _same(args[0].kwargs[j], args[1].kwargs[j]), (offset, j)
+
+
+@pytest.mark.parametrize("arch", ["GPT2LMHeadModel", "LlamaForCausalLM"])
+def test_shared_argument_cache_changes_nothing(models, tiny_tokenizer, arch):
+    model = models[arch]
+    facts = [  # two facts of equal token length, traced after each other with one cache
+        ("The mother tongue of {} is", "Danielle Darrieux", "French"),
+        ("The mother tongue of {} is", "Danielle Darrieux", "Italian"),
+    ]
+    kw = dict(noise_std=1.0, samples=3, seed=1)
+    shared = SuffixArgsCache(model)
+    recorded = []
+    for fact in facts:
+        alone = FactTracer(model, tiny_tokenizer, *fact, **kw).restore("mlp", 2)
+        cached = FactTracer(model, tiny_tokenizer, *fact, arg_cache=shared, **kw).restore("mlp", 2)
+        np.testing.assert_array_equal(cached.restored, alone.restored)
+        recorded.append(len(shared._args))
+    assert recorded[0] > 0 and recorded[1] == recorded[0]  # the second fact recorded nothing
+    with pytest.raises(ValueError, match="another model"):
+        FactTracer(models["Qwen2ForCausalLM"], tiny_tokenizer, *facts[0], arg_cache=shared, **kw)
 
 
 def test_unsupported_architecture_lists_supported():

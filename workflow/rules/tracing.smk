@@ -9,6 +9,8 @@ TRACING = config["tracing"]
 TRACING_CODE = (
     "src/locedit/tracing.py",
     "src/locedit/trace_batching.py",
+    "src/locedit/trace_passes.py",
+    "src/locedit/kernels.py",
     "src/locedit/tracing_noise.py",
     "src/locedit/adapters.py",
     "src/locedit/hooks.py",
