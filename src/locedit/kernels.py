@@ -79,6 +79,8 @@ def mlp_only_where(mlp: nn.Module, need: torch.Tensor) -> Iterator[None]:
 
     def partial(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
+        if idx.numel() == 0:  # e.g. a last layer whose read positions are all overwritten
+            return torch.zeros_like(x)
         part = full(flat.index_select(0, idx).unsqueeze(0), *args, **kwargs)[0]  # [n, d_out]
         out = part.new_zeros((flat.shape[0], part.shape[-1]))
         return out.index_copy_(0, idx, part).view(*x.shape[:-1], part.shape[-1])

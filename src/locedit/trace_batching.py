@@ -156,7 +156,7 @@ def _mlp_needed(
     return None if bool(need.all()) else need
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def replay_patches(
     model: nn.Module,
     patches: list[Patch],

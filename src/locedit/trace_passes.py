@@ -87,7 +87,7 @@ def _block_hidden(args, kwargs):
     return args[0] if args else kwargs["hidden_states"]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def cached_forward(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -190,7 +190,7 @@ def _same_args_every_layer(model: nn.Module) -> bool:
     return len(set(getattr(model.config, "layer_types", None) or ["one"])) == 1
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def record_suffix_args(
     model: nn.Module, input_ids: torch.Tensor, clean: PassCache, offset: int
 ) -> SuffixArgs:

@@ -114,7 +114,7 @@ class FactTracer:
         SubjectNotFoundError: the subject cannot be located in the tokenised prompt.
     """
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __init__(
         self,
         model: nn.Module,
