@@ -5,8 +5,9 @@ pass in which the chosen representations at token t in the window of layers ``[a
 overwritten with their clean values. The authors' code runs one full forward pass (11 rows: 1 clean
 + 10 noised) per (t, ℓ). Here:
 
-* the clean pass and the noised pass run **once** per fact and cache, for every layer, the input of
-  each block (the residual stream) and the outputs of the block / MLP / attention modules;
+* the clean and noised passes run **once** per fact, as one pass of 1 + samples rows, and cache,
+  for every layer, the input of each block (the residual stream) and the outputs of the block /
+  MLP / attention modules (:mod:`locedit.trace_passes`);
 * below layer ``a`` a restored run is identical to the noised run, so it **starts from the cached
   noised block input at layer a** and only blocks ``a..L-1`` are computed;
 * (done by the caller, :class:`locedit.tracing.FactTracer`) the window's first layer a itself is
@@ -22,12 +23,14 @@ overwritten with their clean values. The authors' code runs one full forward pas
 * runs whose windows start at the same layer (the centres whose windows are clipped at layer 0)
   are identical up to the end of the shorter window, so the shorter one is not computed there:
   it *forks* from the longest one's rows when its own window ends;
-* the unembedding is applied only at the positions that predict the target tokens.
+* the MLP is computed only where its output is used (:func:`locedit.kernels.mlp_only_where`):
+  not at the patched positions when the patch overwrites the MLP or block output, and in the last
+  layer only at the positions that predict the target tokens, the only ones unembedded.
 
-Replaying blocks needs the arguments the model passes to them and the passes replays start from:
-:mod:`locedit.trace_passes`. Only :mod:`locedit.adapters` names modules; the final norm and unembedding are applied as the
-model does (``lm_head(final_norm(h))``). The test suite checks the replay against the
-one-pass-per-cell baseline for every registered architecture and kind.
+The passes replays start from and the arguments blocks are replayed with come from
+:mod:`locedit.trace_passes`. Only :mod:`locedit.adapters` names modules; the final norm and
+unembedding are applied as the model does (``lm_head(final_norm(h))``). The test suite checks
+the replay against the one-pass-per-cell baseline for every registered architecture and kind.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ records what each block was called with (the pass stops at block 0 when all laye
 arguments). The replay calls the blocks with the same arguments, expanded to the replay's batch
 size, with the cache object swapped for :class:`_PrefixCache`, which prepends the right prefix
 keys/values (every supported attention only calls ``cache.update(key, value, layer_idx)``).
+The arguments depend on the lengths only, so a :class:`SuffixArgsCache` shares them between
+facts.
 """
 
 from __future__ import annotations
