@@ -5,8 +5,6 @@
 include: "analysis_functions.smk"
 
 
-ANALYSIS_CODE = "src/locedit/analysis"
-
 # Table file stems (locedit.analysis.tables.TABLE_NAMES; a unit test keeps the two in step).
 ANALYSIS_TABLES = [
     "table1_rome_rewrite",
@@ -70,7 +68,7 @@ rule join_edits_tracing:
         kind=config["analysis"]["trace_kind"],
         concentrated=config["analysis"]["concentrated"],
         erasure_eligible_only=config["analysis"]["erasure_eligible_only"],
-        code=code_hash("workflow/scripts/join_edits_tracing.py", ANALYSIS_CODE),
+        code=code_hash("workflow/scripts/join_edits_tracing.py"),
     script:
         "../scripts/join_edits_tracing.py"
 
@@ -105,7 +103,7 @@ rule fit_regressions:
         permutations=config["analysis"]["permutations"],
         confidence=config["analysis"]["confidence"],
         seed=analysis_seed(),
-        code=code_hash("workflow/scripts/fit_regressions.py", ANALYSIS_CODE),
+        code=code_hash("workflow/scripts/fit_regressions.py"),
     script:
         "../scripts/fit_regressions.py"
 
@@ -137,7 +135,7 @@ rule write_tables:
             "dataset_name": config["dataset"]["name"],
             "dataset_format": config["dataset"]["format"],
         },
-        code=code_hash("workflow/scripts/write_tables.py", ANALYSIS_CODE),
+        code=code_hash("workflow/scripts/write_tables.py"),
     script:
         "../scripts/write_tables.py"
 
@@ -152,7 +150,7 @@ rule plot_edit_scores:
     conda:
         "../../envs/locedit.yaml"
     params:
-        code=code_hash("workflow/scripts/plot_edit_scores.py", ANALYSIS_CODE),
+        code=code_hash("workflow/scripts/plot_edit_scores.py"),
     script:
         "../scripts/plot_edit_scores.py"
 
@@ -168,7 +166,7 @@ rule plot_r2_bars:
     conda:
         "../../envs/locedit.yaml"
     params:
-        code=code_hash("workflow/scripts/plot_r2_bars.py", ANALYSIS_CODE),
+        code=code_hash("workflow/scripts/plot_r2_bars.py"),
     script:
         "../scripts/plot_r2_bars.py"
 
@@ -185,7 +183,7 @@ rule plot_trace_scatter:
         "../../envs/locedit.yaml"
     params:
         default_layer=config["analysis"]["default_layer"],
-        code=code_hash("workflow/scripts/plot_trace_scatter.py", ANALYSIS_CODE),
+        code=code_hash("workflow/scripts/plot_trace_scatter.py"),
     script:
         "../scripts/plot_trace_scatter.py"
 
@@ -202,6 +200,6 @@ rule plot_tracing_windows:
         "../../envs/locedit.yaml"
     params:
         kind=config["analysis"]["trace_kind"],
-        code=code_hash("workflow/scripts/plot_tracing_windows.py", ANALYSIS_CODE),
+        code=code_hash("workflow/scripts/plot_tracing_windows.py"),
     script:
         "../scripts/plot_tracing_windows.py"

@@ -12,22 +12,8 @@ from snakemake.exceptions import WorkflowError
 EDITING = config["editing"]
 EDIT_SHARD = EDITING["shard_size"]
 
-# Package modules every edit job runs, and each method's own modules (its code hash covers only
-# these, so editing rome.py reruns only ROME jobs).
-EDIT_COMMON_CODE = [
-    "workflow/scripts/edit_facts.py",
-    "src/locedit/editing/driver.py",
-    "src/locedit/editing/evaluate.py",
-    "src/locedit/editing/essence.py",
-    "src/locedit/editing/metrics.py",
-    "src/locedit/editing/types.py",
-    "src/locedit/editing/variants.py",
-    "src/locedit/hooks.py",
-    "src/locedit/scoring.py",
-    "src/locedit/records.py",
-    "src/locedit/adapters.py",
-    "src/locedit/modeling.py",
-]
+# Each method's own modules: an edit job's code hash covers edit_facts.py and what it imports,
+# less the other methods' modules (editing_functions.smk, `edit_method_code`).
 EDIT_METHOD_CODE = {
     "rome": [
         "src/locedit/editing/rome.py",

@@ -13,10 +13,13 @@ def edit_method_hparams(method, variant):
     return {**section, **(per_variant.get(variant) or {})}
 
 
+@cache  # called once per edit job while planning
 def edit_method_code(method):
-    """Code hash of one method's jobs: the shared editing code plus that method's modules."""
-    paths = EDIT_COMMON_CODE + EDIT_METHOD_CODE[method]
-    return code_hash(*[p for p in paths if Path(workflow.basedir, p).exists()])
+    """Code hash of one method's edit jobs: edit_facts.py and every module it imports, less the
+    other methods' own modules (so editing rome.py reruns only ROME and MEMIT jobs)."""
+    own = EDIT_METHOD_CODE[method]
+    others = {p for paths in EDIT_METHOD_CODE.values() for p in paths} - set(code_files(*own))
+    return code_hash("workflow/scripts/edit_facts.py", *own, exclude=others)
 
 
 def edit_shard_paths():
