@@ -205,3 +205,40 @@ def test_prepare_inputs_skips_ineligible_and_shares_essence(tiny_gpt2, tiny_toke
         o_noise={1: "Paris"}, noise_std=0.5, essence=ESSENCE, seed=0, essence_texts=ess,
     )  # fmt: skip
     assert shared == out
+
+
+def test_prepare_inputs_checkpoints_resume(
+    tiny_gpt2, tiny_tokenizer, counterfact_records, tmp_path, monkeypatch
+):
+    """A killed prepare_edit_inputs job resumes from its per-record checkpoints and writes the
+    same inputs; other settings (a new fingerprint) never reuse them."""
+    import json
+
+    import locedit.editing.inputs as inputs_mod
+
+    recs = counterfact_records[:3]
+    facts = _facts(recs)
+    facts[0]["is_correct"] = False  # a record with nothing but skips is checkpointed too
+    kw = dict(
+        variants=["error_injection", "fact_forcing"], o_noise={}, noise_std=0.5,
+        essence=ESSENCE, seed=0,
+    )  # fmt: skip
+    args = (tiny_gpt2, tiny_tokenizer, recs, facts)
+    out = prepare_inputs(*args, **kw, cache_dir=tmp_path, fingerprint="a")
+    cids = [int(r["case_id"]) for r in recs]
+    assert sorted(p.name for p in tmp_path.glob("case_*.json")) == [f"case_{c}.json" for c in cids]
+    (tmp_path / f"case_{cids[1]}.json").unlink()  # as if killed while preparing the second
+    calls = []
+    real = inputs_mod._prepare_record
+
+    def counting(model, tok, record, *a, **k):
+        calls.append(int(record["case_id"]))
+        return real(model, tok, record, *a, **k)
+
+    monkeypatch.setattr(inputs_mod, "_prepare_record", counting)
+    again = prepare_inputs(*args, **kw, cache_dir=tmp_path, fingerprint="a")
+    assert calls == [cids[1]]
+    assert json.dumps(again, sort_keys=True) == json.dumps(out, sort_keys=True)
+    assert again["skipped"] and again["cases"]
+    prepare_inputs(*args, **kw, cache_dir=tmp_path, fingerprint="b")
+    assert calls == [cids[1], *cids]

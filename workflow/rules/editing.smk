@@ -101,6 +101,11 @@ rule prepare_edit_inputs:
         neighborhood_target=EDITING["neighborhood_target"],
         batch_size=EDITING["batch_size"],
         seed=editing_seed(),
+        # Per-record checkpoints (undeclared; a rerun of a killed job resumes from them).
+        cache=lambda wildcards: (
+            f"results/{wildcards.model}/{wildcards.dataset}/.cache/prepare_edit_inputs/"
+            f"{wildcards.variant}/{wildcards.shard}"
+        ),
         code=code_hash(
             "workflow/scripts/prepare_edit_inputs.py",
             "src/locedit/editing/inputs.py",

@@ -4,6 +4,10 @@ Inputs ``records``, ``facts``, ``essence`` (sample_essence_texts), ``o_noise`` (
 reversal only), ``noise`` (fact forcing's σ, fact forcing only); output ``inputs`` (JSON: the
 cases of every eligible fact with pre-edit probe probabilities, essence texts and their pre-edit
 perplexity, plus the skipped facts and why; see locedit.editing.inputs).
+
+Finished records are checkpointed in ``params.cache`` (stamped with a fingerprint of the job's
+settings, code and inputs), so a killed job resumes where it stopped; the output is written
+atomically at the end.
 """
 
 import logging
@@ -14,9 +18,22 @@ import torch
 from locedit.editing.inputs import load_shard, prepare_inputs
 from locedit.io import read_json, write_json
 from locedit.modeling import load_model
-from locedit.workflow import log_stream, setup_logging
+from locedit.workflow import job_fingerprint, log_stream, setup_logging
 
 logger = logging.getLogger(__name__)
+
+#: Params a prepared record depends on (its checkpoint fingerprint); not the shard bounds. The
+#: variant is in the cache path; o_noise and σ are inputs, so in the fingerprint.
+FINGERPRINT_PARAMS = (
+    "model",
+    "essence",
+    "only_correct",
+    "erasure_only_eligible",
+    "neighborhood_target",
+    "batch_size",
+    "seed",
+    "code",
+)
 
 
 def main(snakemake) -> None:
@@ -51,6 +68,10 @@ def main(snakemake) -> None:
                 batch_size=p.batch_size,
                 essence_texts=essence,
                 progress=progress,
+                cache_dir=p.cache,
+                fingerprint=job_fingerprint(
+                    {k: getattr(p, k) for k in FINGERPRINT_PARAMS}, snakemake.input
+                ),
             )
     write_json(out, snakemake.output.inputs)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -20,7 +21,7 @@ from locedit.adapters import d_model
 from locedit.editing.essence import ESSENCE_PROMPT, perplexities, sample_texts
 from locedit.editing.evaluate import probe_probabilities
 from locedit.editing.variants import build_case, case_noise, derived_seed, eligibility
-from locedit.io import read_json
+from locedit.io import open_checkpoints, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ def prepare_inputs(
     batch_size: int = 64,
     essence_texts: Mapping[int, dict] | None = None,
     progress=None,
+    cache_dir: str | Path | None = None,
+    fingerprint: str | None = None,
 ) -> dict:
     """``{"cases": [...], "skipped": [...]}`` for ``records``.
 
@@ -99,59 +102,109 @@ def prepare_inputs(
         essence: ``n_texts``, ``top_k``, ``max_new_tokens``, ``max_tokens``.
         seed: master seed (essence sampling and noise seeds derive from it and the case_id).
         essence_texts: :func:`sample_essence` output (sampled here when ``None``).
+        cache_dir: per-record checkpoints (``case_{id}.json``, written atomically once the
+            record is done); a rerun after a kill resumes from them.
+        fingerprint: identity of the settings, code and inputs the checkpoints belong to;
+            checkpoints of another fingerprint are discarded (:func:`locedit.io.open_checkpoints`).
     """
-    cases, skipped = [], []
-    dm = d_model(model)
+    cache = open_checkpoints(cache_dir, fingerprint) if cache_dir is not None else None
+    cases, skipped, reused = [], [], 0
+    kw = dict(
+        variants=variants,
+        o_noise=o_noise,
+        noise_std=noise_std,
+        essence=essence,
+        seed=seed,
+        only_correct=only_correct,
+        erasure_only_eligible=erasure_only_eligible,
+        neighborhood_target=neighborhood_target,
+        batch_size=batch_size,
+        essence_texts=essence_texts,
+    )
     for record in tqdm(records, desc="edit inputs", file=progress, mininterval=5):
         cid = int(record["case_id"])
         if cid not in facts:
             raise KeyError(f"case_id {cid} of records.json is missing from facts.parquet")
-        fact = facts[cid]
-        todo = []
-        for variant in variants:
-            reason = eligibility(
-                variant,
-                fact,
-                o_noise=o_noise.get(cid),
-                only_correct=only_correct,
-                erasure_only_eligible=erasure_only_eligible,
-            )
-            if reason is None:
-                todo.append(variant)
-            else:
-                skipped.append({"case_id": cid, "variant": variant, "reason": reason})
-        if not todo:
-            continue
-        subject = record["requested_rewrite"]["subject"]
-        if essence_texts is None:
-            ess = sample_essence(
-                model, tok, [record], facts, essence=essence, seed=seed, only_correct=False
-            )[cid]
-        elif cid in essence_texts:
-            ess = essence_texts[cid]
+        done = cache / f"case_{cid}.json" if cache is not None else None
+        if done is not None and done.exists():
+            part, reused = read_json(done), reused + 1
         else:
-            raise KeyError(f"case_id {cid}: no essence texts (sample_essence skipped it)")
-        texts = ess["texts"]
-        for variant in todo:
-            case = build_case(
-                record,
-                variant,
-                o_noise=o_noise.get(cid),
-                neighborhood_target=neighborhood_target,
-                noise_std=noise_std,
-                seed=seed,
-            )
-            noise = case_noise(case, tok, dm)
-            case["pre"] = probe_probabilities(model, tok, case, noise=noise, batch_size=batch_size)
-            if noise is None:
-                case["essence_ppl_pre"] = float(ess["ppl"])
-            else:  # fact forcing: the subject inside the texts is noised too
-                ppl = perplexities(
-                    model, tok, texts, max_tokens=int(essence["max_tokens"]), subject=subject,
-                    noise=noise,
-                )  # fmt: skip
-                case["essence_ppl_pre"] = float(sum(ppl) / len(ppl)) if ppl else float("nan")
-            case["essence_texts"] = texts
-            cases.append(case)
+            part = _prepare_record(model, tok, record, facts, **kw)
+            if done is not None:
+                write_json(part, done)
+        cases += part["cases"]
+        skipped += part["skipped"]
+    if reused:
+        logger.info("reused %d checkpointed record(s) from %s", reused, cache)
     logger.info("%d edit case(s) prepared, %d (case, variant) pair(s) skipped", len(cases), len(skipped))
+    return {"cases": cases, "skipped": skipped}
+
+
+def _prepare_record(
+    model: torch.nn.Module,
+    tok: PreTrainedTokenizerBase,
+    record: dict,
+    facts: Mapping[int, dict],
+    *,
+    variants: Sequence[str],
+    o_noise: Mapping[int, str],
+    noise_std: float | None,
+    essence: dict,
+    seed: int,
+    only_correct: bool,
+    erasure_only_eligible: bool,
+    neighborhood_target: str,
+    batch_size: int,
+    essence_texts: Mapping[int, dict] | None,
+) -> dict:
+    """``{"cases": [...], "skipped": [...]}`` of one record (see :func:`prepare_inputs`)."""
+    cid = int(record["case_id"])
+    fact = facts[cid]
+    cases, skipped, todo = [], [], []
+    for variant in variants:
+        reason = eligibility(
+            variant,
+            fact,
+            o_noise=o_noise.get(cid),
+            only_correct=only_correct,
+            erasure_only_eligible=erasure_only_eligible,
+        )
+        if reason is None:
+            todo.append(variant)
+        else:
+            skipped.append({"case_id": cid, "variant": variant, "reason": reason})
+    if not todo:
+        return {"cases": cases, "skipped": skipped}
+    subject = record["requested_rewrite"]["subject"]
+    if essence_texts is None:
+        ess = sample_essence(
+            model, tok, [record], facts, essence=essence, seed=seed, only_correct=False
+        )[cid]
+    elif cid in essence_texts:
+        ess = essence_texts[cid]
+    else:
+        raise KeyError(f"case_id {cid}: no essence texts (sample_essence skipped it)")
+    texts = ess["texts"]
+    dm = d_model(model)
+    for variant in todo:
+        case = build_case(
+            record,
+            variant,
+            o_noise=o_noise.get(cid),
+            neighborhood_target=neighborhood_target,
+            noise_std=noise_std,
+            seed=seed,
+        )
+        noise = case_noise(case, tok, dm)
+        case["pre"] = probe_probabilities(model, tok, case, noise=noise, batch_size=batch_size)
+        if noise is None:
+            case["essence_ppl_pre"] = float(ess["ppl"])
+        else:  # fact forcing: the subject inside the texts is noised too
+            ppl = perplexities(
+                model, tok, texts, max_tokens=int(essence["max_tokens"]), subject=subject,
+                noise=noise,
+            )  # fmt: skip
+            case["essence_ppl_pre"] = float(sum(ppl) / len(ppl)) if ppl else float("nan")
+        case["essence_texts"] = texts
+        cases.append(case)
     return {"cases": cases, "skipped": skipped}
