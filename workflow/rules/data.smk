@@ -15,7 +15,7 @@ rule generate_fact_world:
     params:
         world=config["world"],
         seed=config["seed"],
-        code=code_hash("workflow/scripts/generate_fact_world.py", "src/locedit/world.py"),
+        code=code_hash("workflow/scripts/generate_fact_world.py"),
     script:
         "../scripts/generate_fact_world.py"
 
@@ -36,11 +36,7 @@ rule train_toy_model:
     params:
         toy=config["toy_model"],
         seed=config["seed"],
-        code=code_hash(
-            "workflow/scripts/train_toy_model.py",
-            "src/locedit/toy.py",
-            "src/locedit/scoring.py",
-        ),
+        code=code_hash("workflow/scripts/train_toy_model.py"),
     script:
         "../scripts/train_toy_model.py"
 
@@ -74,11 +70,7 @@ rule prepare_records:
         limit=config["dataset"]["limit"],
         seed=config["seed"],
         tokenizer=lambda wildcards: model_source(),
-        code=code_hash(
-            "workflow/scripts/prepare_records.py",
-            "src/locedit/records.py",
-            "src/locedit/scoring.py",
-        ),
+        code=code_hash("workflow/scripts/prepare_records.py"),
     script:
         "../scripts/prepare_records.py"
 
@@ -101,11 +93,6 @@ rule filter_known_facts:
     params:
         model=model_params(),
         filter=config["filter"],
-        code=code_hash(
-            "workflow/scripts/filter_known_facts.py",
-            "src/locedit/filtering.py",
-            "src/locedit/scoring.py",
-            "src/locedit/modeling.py",
-        ),
+        code=code_hash("workflow/scripts/filter_known_facts.py"),
     script:
         "../scripts/filter_known_facts.py"

@@ -61,15 +61,7 @@ rule sample_essence_texts:
         essence=EDITING["essence"],
         only_correct=EDITING["only_correct"],
         seed=editing_seed(),
-        code=code_hash(
-            "workflow/scripts/sample_essence_texts.py",
-            "src/locedit/editing/inputs.py",
-            "src/locedit/editing/essence.py",
-            "src/locedit/editing/variants.py",
-            "src/locedit/hooks.py",
-            "src/locedit/scoring.py",
-            "src/locedit/modeling.py",
-        ),
+        code=code_hash("workflow/scripts/sample_essence_texts.py"),
     script:
         "../scripts/sample_essence_texts.py"
 
@@ -106,17 +98,7 @@ rule prepare_edit_inputs:
             f"results/{wildcards.model}/{wildcards.dataset}/.cache/prepare_edit_inputs/"
             f"{wildcards.variant}/{wildcards.shard}"
         ),
-        code=code_hash(
-            "workflow/scripts/prepare_edit_inputs.py",
-            "src/locedit/editing/inputs.py",
-            "src/locedit/editing/essence.py",
-            "src/locedit/editing/evaluate.py",
-            "src/locedit/editing/variants.py",
-            "src/locedit/hooks.py",
-            "src/locedit/scoring.py",
-            "src/locedit/records.py",
-            "src/locedit/modeling.py",
-        ),
+        code=code_hash("workflow/scripts/prepare_edit_inputs.py"),
     script:
         "../scripts/prepare_edit_inputs.py"
 
@@ -163,6 +145,6 @@ rule collect_edits:
     conda:
         "../../envs/locedit.yaml"
     params:
-        code=code_hash("workflow/scripts/collect_edits.py", "src/locedit/editing/driver.py"),
+        code=code_hash("workflow/scripts/collect_edits.py"),
     script:
         "../scripts/collect_edits.py"

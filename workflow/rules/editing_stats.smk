@@ -41,11 +41,7 @@ rule generate_context_templates:
         model=model_params(),
         templates=EDIT_CONTEXT,
         seed=config["seed"] if EDIT_CONTEXT["seed"] is None else EDIT_CONTEXT["seed"],
-        code=code_hash(
-            "workflow/scripts/generate_context_templates.py",
-            "src/locedit/editing/compute_kv.py",
-            "src/locedit/modeling.py",
-        ),
+        code=code_hash("workflow/scripts/generate_context_templates.py"),
     script:
         "../scripts/generate_context_templates.py"
 

@@ -6,6 +6,8 @@ include: "tracing_functions.smk"
 
 
 TRACING = config["tracing"]
+# The tracing engine: σ is estimated again when it changes, though the estimate imports only
+# tracing_noise (every other rule's hash covers just what its script imports).
 TRACING_CODE = (
     "src/locedit/tracing.py",
     "src/locedit/trace_batching.py",
@@ -71,14 +73,7 @@ rule trace_facts:
         cache=lambda wildcards: (
             f"results/{wildcards.model}/{wildcards.dataset}/.cache/trace_facts/{wildcards.shard}"
         ),
-        code=code_hash(
-            "workflow/scripts/trace_facts.py",
-            "src/locedit/tracing_tables.py",
-            "src/locedit/records.py",
-            "src/locedit/scoring.py",
-            "src/locedit/modeling.py",
-            *TRACING_CODE,
-        ),
+        code=code_hash("workflow/scripts/trace_facts.py"),
     script:
         "../scripts/trace_facts.py"
 
@@ -102,7 +97,7 @@ rule aggregate_tracing:
         runs=tracing_run_params(),
         effect_definition=TRACING["effect_definition"],
         min_total_effect=TRACING["min_total_effect"],
-        code=code_hash("workflow/scripts/aggregate_tracing.py", "src/locedit/tracing_tables.py"),
+        code=code_hash("workflow/scripts/aggregate_tracing.py"),
     script:
         "../scripts/aggregate_tracing.py"
 
@@ -124,7 +119,7 @@ rule plot_trace_heatmaps:
         "../../envs/locedit.yaml"
     params:
         n_facts=TRACING["heatmap_facts"],
-        code=code_hash("workflow/scripts/plot_trace_heatmaps.py", "src/locedit/plots_tracing.py"),
+        code=code_hash("workflow/scripts/plot_trace_heatmaps.py"),
     script:
         "../scripts/plot_trace_heatmaps.py"
 
@@ -147,10 +142,6 @@ rule plot_peak_layers:
         kind=TRACING["peak_run"]["kind"],
         window=TRACING["peak_run"]["window"],
         edit_layers=edit_layers(),
-        code=code_hash(
-            "workflow/scripts/plot_peak_layers.py",
-            "src/locedit/plots_tracing.py",
-            "src/locedit/tracing_tables.py",
-        ),
+        code=code_hash("workflow/scripts/plot_peak_layers.py"),
     script:
         "../scripts/plot_peak_layers.py"
