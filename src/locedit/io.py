@@ -13,8 +13,9 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -59,6 +60,19 @@ def write_text(text: str, path: str | os.PathLike) -> None:
 
 def read_json(path: str | os.PathLike):
     return json.loads(Path(path).read_text())
+
+
+def checkpointed(cache: Path | None, case_id: int, compute: Callable[[], Any]) -> tuple[Any, bool]:
+    """``(value, reused)``: the JSON checkpoint ``cache/case_{case_id}.json`` when it exists,
+    else ``compute()``, checkpointed there (atomically) when ``cache`` is set (a directory from
+    :func:`open_checkpoints`)."""
+    path = cache / f"case_{case_id}.json" if cache is not None else None
+    if path is not None and path.exists():
+        return read_json(path), True
+    value = compute()
+    if path is not None:
+        write_json(value, path)
+    return value, False
 
 
 def open_checkpoints(cache: str | os.PathLike, fingerprint: str | None) -> Path:

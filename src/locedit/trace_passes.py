@@ -94,19 +94,18 @@ def cached_forward(
     model: nn.Module,
     input_ids: torch.Tensor,
     *,
-    components: tuple[str, ...] = ("block", "mlp", "attn"),
     embed_hook: Callable | None = None,
     logits_to_keep: int = 0,
 ) -> PassCache:
     """One forward pass over ``input_ids`` ``[batch, pos]`` recording every block's input, the
-    ``components``' outputs and the key/value cache.
+    block / MLP / attention outputs and the key/value cache.
 
     Args:
-        components: module outputs to record at every layer.
         embed_hook: optional forward hook on the embedding (e.g. subject noise).
         logits_to_keep: unembed only the last n positions (0: all), as ``transformers`` does.
     """
     L = n_layers(model)
+    components = ("block", "mlp", "attn")
     cache = PassCache(block_in=[None] * L, outputs={c: [None] * L for c in components})
 
     def pre(layer):

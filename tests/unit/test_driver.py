@@ -228,17 +228,17 @@ def test_prepare_inputs_checkpoints_resume(
     cids = [int(r["case_id"]) for r in recs]
     assert sorted(p.name for p in tmp_path.glob("case_*.json")) == [f"case_{c}.json" for c in cids]
     (tmp_path / f"case_{cids[1]}.json").unlink()  # as if killed while preparing the second
-    calls = []
-    real = inputs_mod._prepare_record
+    calls = []  # case_id of every eligibility check: once per variant of a prepared record
+    real = inputs_mod.eligibility
 
-    def counting(model, tok, record, *a, **k):
-        calls.append(int(record["case_id"]))
-        return real(model, tok, record, *a, **k)
+    def counting(variant, fact, **k):
+        calls.append(next(c for c, f in facts.items() if f is fact))
+        return real(variant, fact, **k)
 
-    monkeypatch.setattr(inputs_mod, "_prepare_record", counting)
+    monkeypatch.setattr(inputs_mod, "eligibility", counting)
     again = prepare_inputs(*args, **kw, cache_dir=tmp_path, fingerprint="a")
-    assert calls == [cids[1]]
+    assert calls == [cids[1]] * 2
     assert json.dumps(again, sort_keys=True) == json.dumps(out, sort_keys=True)
     assert again["skipped"] and again["cases"]
     prepare_inputs(*args, **kw, cache_dir=tmp_path, fingerprint="b")
-    assert calls == [cids[1], *cids]
+    assert calls == [cids[1]] * 2 + [c for c in cids for _ in range(2)]

@@ -26,7 +26,7 @@ from locedit.editing.ft import apply_ft
 from locedit.editing.metrics import edit_scores
 from locedit.editing.types import restore
 from locedit.editing.variants import build_request, case_noise
-from locedit.io import open_checkpoints, read_json, write_json
+from locedit.io import checkpointed, open_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -188,20 +188,16 @@ def run_edit_job(
     total = n_layers(model)
     if not 0 <= int(layer) < total:
         raise ValueError(f"editing.layers: layer {layer} outside [0, {total}) for this model")
-    cache = Path(cache_dir) if cache_dir is not None else None
-    if cache is not None:
-        open_checkpoints(cache, fingerprint)
+    cache = open_checkpoints(cache_dir, fingerprint) if cache_dir is not None else None
     rows, reused = [], 0
     for case in tqdm(cases, desc=f"{method} L{layer}", file=progress, mininterval=5):
-        ckpt = cache / f"case_{int(case['case_id'])}.json" if cache is not None else None
-        if ckpt is not None and ckpt.exists():
-            rows.append(read_json(ckpt))
-            reused += 1
-            continue
-        row = edit_one(model, tok, case, method, int(layer), hparams, **kwargs)
-        if ckpt is not None:
-            write_json(row, ckpt)
+        row, was_done = checkpointed(
+            cache,
+            int(case["case_id"]),
+            lambda: edit_one(model, tok, case, method, int(layer), hparams, **kwargs),
+        )
         rows.append(row)
+        reused += was_done
     if reused:
         logger.info("reused %d checkpointed edit(s) from %s", reused, cache)
     return as_edit_table(rows)

@@ -21,7 +21,7 @@ from locedit.adapters import d_model
 from locedit.editing.essence import ESSENCE_PROMPT, perplexities, sample_texts
 from locedit.editing.evaluate import probe_probabilities
 from locedit.editing.variants import build_case, case_noise, derived_seed, eligibility
-from locedit.io import open_checkpoints, read_json, write_json
+from locedit.io import checkpointed, open_checkpoints, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -108,103 +108,70 @@ def prepare_inputs(
             checkpoints of another fingerprint are discarded (:func:`locedit.io.open_checkpoints`).
     """
     cache = open_checkpoints(cache_dir, fingerprint) if cache_dir is not None else None
+    dm = d_model(model)
+
+    def record_inputs(record: dict) -> dict:
+        """``{"cases": [...], "skipped": [...]}`` of one record."""
+        cid = int(record["case_id"])
+        out = {"cases": [], "skipped": []}
+        todo = []
+        for variant in variants:
+            reason = eligibility(
+                variant,
+                facts[cid],
+                o_noise=o_noise.get(cid),
+                only_correct=only_correct,
+                erasure_only_eligible=erasure_only_eligible,
+            )
+            if reason is None:
+                todo.append(variant)
+            else:
+                out["skipped"].append({"case_id": cid, "variant": variant, "reason": reason})
+        if not todo:
+            return out
+        subject = record["requested_rewrite"]["subject"]
+        if essence_texts is None:
+            ess = sample_essence(
+                model, tok, [record], facts, essence=essence, seed=seed, only_correct=False
+            )[cid]
+        elif cid in essence_texts:
+            ess = essence_texts[cid]
+        else:
+            raise KeyError(f"case_id {cid}: no essence texts (sample_essence skipped it)")
+        texts = ess["texts"]
+        for variant in todo:
+            case = build_case(
+                record,
+                variant,
+                o_noise=o_noise.get(cid),
+                neighborhood_target=neighborhood_target,
+                noise_std=noise_std,
+                seed=seed,
+            )
+            noise = case_noise(case, tok, dm)
+            case["pre"] = probe_probabilities(model, tok, case, noise=noise, batch_size=batch_size)
+            if noise is None:
+                case["essence_ppl_pre"] = float(ess["ppl"])
+            else:  # fact forcing: the subject inside the texts is noised too
+                ppl = perplexities(
+                    model, tok, texts, max_tokens=int(essence["max_tokens"]), subject=subject,
+                    noise=noise,
+                )  # fmt: skip
+                case["essence_ppl_pre"] = float(sum(ppl) / len(ppl)) if ppl else float("nan")
+            case["essence_texts"] = texts
+            out["cases"].append(case)
+        return out
+
     cases, skipped, reused = [], [], 0
-    kw = dict(
-        variants=variants,
-        o_noise=o_noise,
-        noise_std=noise_std,
-        essence=essence,
-        seed=seed,
-        only_correct=only_correct,
-        erasure_only_eligible=erasure_only_eligible,
-        neighborhood_target=neighborhood_target,
-        batch_size=batch_size,
-        essence_texts=essence_texts,
-    )
     for record in tqdm(records, desc="edit inputs", file=progress, mininterval=5):
         cid = int(record["case_id"])
         if cid not in facts:
             raise KeyError(f"case_id {cid} of records.json is missing from facts.parquet")
-        done = cache / f"case_{cid}.json" if cache is not None else None
-        if done is not None and done.exists():
-            part, reused = read_json(done), reused + 1
-        else:
-            part = _prepare_record(model, tok, record, facts, **kw)
-            if done is not None:
-                write_json(part, done)
+        part, was_done = checkpointed(cache, cid, lambda: record_inputs(record))
         cases += part["cases"]
         skipped += part["skipped"]
+        reused += was_done
     if reused:
         logger.info("reused %d checkpointed record(s) from %s", reused, cache)
     logger.info("%d edit case(s) prepared, %d (case, variant) pair(s) skipped", len(cases), len(skipped))
-    return {"cases": cases, "skipped": skipped}
-
-
-def _prepare_record(
-    model: torch.nn.Module,
-    tok: PreTrainedTokenizerBase,
-    record: dict,
-    facts: Mapping[int, dict],
-    *,
-    variants: Sequence[str],
-    o_noise: Mapping[int, str],
-    noise_std: float | None,
-    essence: dict,
-    seed: int,
-    only_correct: bool,
-    erasure_only_eligible: bool,
-    neighborhood_target: str,
-    batch_size: int,
-    essence_texts: Mapping[int, dict] | None,
-) -> dict:
-    """``{"cases": [...], "skipped": [...]}`` of one record (see :func:`prepare_inputs`)."""
-    cid = int(record["case_id"])
-    fact = facts[cid]
-    cases, skipped, todo = [], [], []
-    for variant in variants:
-        reason = eligibility(
-            variant,
-            fact,
-            o_noise=o_noise.get(cid),
-            only_correct=only_correct,
-            erasure_only_eligible=erasure_only_eligible,
-        )
-        if reason is None:
-            todo.append(variant)
-        else:
-            skipped.append({"case_id": cid, "variant": variant, "reason": reason})
-    if not todo:
-        return {"cases": cases, "skipped": skipped}
-    subject = record["requested_rewrite"]["subject"]
-    if essence_texts is None:
-        ess = sample_essence(
-            model, tok, [record], facts, essence=essence, seed=seed, only_correct=False
-        )[cid]
-    elif cid in essence_texts:
-        ess = essence_texts[cid]
-    else:
-        raise KeyError(f"case_id {cid}: no essence texts (sample_essence skipped it)")
-    texts = ess["texts"]
-    dm = d_model(model)
-    for variant in todo:
-        case = build_case(
-            record,
-            variant,
-            o_noise=o_noise.get(cid),
-            neighborhood_target=neighborhood_target,
-            noise_std=noise_std,
-            seed=seed,
-        )
-        noise = case_noise(case, tok, dm)
-        case["pre"] = probe_probabilities(model, tok, case, noise=noise, batch_size=batch_size)
-        if noise is None:
-            case["essence_ppl_pre"] = float(ess["ppl"])
-        else:  # fact forcing: the subject inside the texts is noised too
-            ppl = perplexities(
-                model, tok, texts, max_tokens=int(essence["max_tokens"]), subject=subject,
-                noise=noise,
-            )  # fmt: skip
-            case["essence_ppl_pre"] = float(sum(ppl) / len(ppl)) if ppl else float("nan")
-        case["essence_texts"] = texts
-        cases.append(case)
     return {"cases": cases, "skipped": skipped}
