@@ -3,8 +3,8 @@
 * :func:`fused_activations`: ``transformers`` implements GPT-2's and GPT-J's ``gelu_new`` (and
   ``gelu_fast``) as five element-wise kernels (pow, mul, add, tanh, mul), which take about a
   fifth of a small model's block time on a CPU; :class:`FusedTanhGELU` computes the same formula
-  2-4x faster. Results agree to float rounding (the tests compare with the unmodified model to
-  1e-5).
+  4.4-5.7x faster (on [200, 512] floats, one thread). Results agree to float rounding (the tests
+  compare with the unmodified model to 1e-5).
 * :func:`mlp_only_where`: a position-wise MLP computed only at the (row, position) pairs whose
   output is used: a replay overwrites the MLP (or block) output at the restored positions inside
   the window, and reads the last block's output only at the positions that predict the target.
