@@ -66,13 +66,24 @@ def checkpointed(cache: Path | None, case_id: int, compute: Callable[[], Any]) -
     """``(value, reused)``: the JSON checkpoint ``cache/case_{case_id}.json`` when it exists,
     else ``compute()``, checkpointed there (atomically) when ``cache`` is set (a directory from
     :func:`open_checkpoints`)."""
-    path = cache / f"case_{case_id}.json" if cache is not None else None
-    if path is not None and path.exists():
-        return read_json(path), True
+    done = read_checkpoint(cache, case_id)
+    if done is not None:
+        return done, True
     value = compute()
-    if path is not None:
-        write_json(value, path)
+    write_checkpoint(cache, case_id, value)
     return value, False
+
+
+def read_checkpoint(cache: Path | None, case_id: int) -> Any | None:
+    """The checkpoint of ``case_id`` in ``cache`` (None when there is none or no cache)."""
+    path = cache / f"case_{case_id}.json" if cache is not None else None
+    return read_json(path) if path is not None and path.exists() else None
+
+
+def write_checkpoint(cache: Path | None, case_id: int, value: Any) -> None:
+    """Write ``value`` as the checkpoint of ``case_id`` (atomically; nothing without a cache)."""
+    if cache is not None:
+        write_json(value, cache / f"case_{case_id}.json")
 
 
 def open_checkpoints(cache: str | os.PathLike, fingerprint: str | None) -> Path:

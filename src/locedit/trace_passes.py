@@ -252,3 +252,112 @@ class SuffixArgsCache:
         if key not in self._args:
             self._args[key] = record_suffix_args(self.model, input_ids, clean, offset)
         return self._args[key]
+
+
+# --------------------------------------------------------------------------------------------
+# Replays whose rows continue from prefixes of different lengths (the editing engine)
+# --------------------------------------------------------------------------------------------
+
+
+class RowPrefixCache:
+    """Cache stand-in for a replay whose row ``i`` continues from its own prefix of ``t_i``
+    positions: ``prefix[layer] = (keys, values)``, each ``[batch, kv_heads, P, head_dim]`` with
+    row ``i``'s keys in the first ``t_i`` slots (the rest is masked by :func:`row_suffix_mask`)."""
+
+    def __init__(self) -> None:
+        self.prefix: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def update(self, key, value, layer_idx, *args, **kwargs):
+        pk, pv = self.prefix[layer_idx]
+        return torch.cat([pk.to(key.dtype), key], 2), torch.cat([pv.to(value.dtype), value], 2)
+
+
+def row_suffix_mask(
+    offsets: torch.Tensor, lengths: torch.Tensor, prefix: int, width: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """Additive attention mask ``[batch, 1, width, prefix + width]`` of a row-wise suffix replay.
+
+    Row ``i`` holds positions ``offsets[i] .. lengths[i] - 1`` of its sequence in suffix slots
+    ``0 .. lengths[i] - offsets[i] - 1`` (right-padded to ``width``); its prefix keys fill the first
+    ``offsets[i]`` of ``prefix`` slots. A suffix query attends to its row's prefix and to the
+    suffix keys at or before it; a padding query attends to itself only, so no row of the softmax
+    is empty. Float (0 / dtype min), which both eager and SDPA attention add to their scores.
+    """
+    n = (lengths - offsets)[:, None, None]  # [batch, 1, 1] valid suffix slots
+    q = torch.arange(width)[None, :, None]  # [1, width, 1]
+    k = torch.arange(width)[None, None, :]  # [1, 1, width]
+    pre = torch.arange(prefix)[None, None, :] < offsets[:, None, None]  # [batch, 1, prefix]
+    suf = (k <= q) & ((k < n) | (k == q))  # [batch, width, width]
+    allowed = torch.cat([pre.expand(-1, width, -1), suf.expand(len(offsets), -1, -1)], dim=2)
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+@torch.no_grad()
+def record_row_suffix_args(
+    model: nn.Module,
+    offsets: torch.Tensor,
+    lengths: torch.Tensor,
+    prefix_shape: tuple[int, int, int, int] | None,
+    first_layer: int,
+) -> SuffixArgs:
+    """Block arguments of a replay of rows that continue from prefixes of different lengths.
+
+    Like :func:`record_suffix_args`, a pass of the model itself records them (masks, position ids,
+    rotary tables), here over a batch whose row ``i`` sits at positions ``offsets[i]..`` with the
+    4D mask of :func:`row_suffix_mask` (``transformers`` passes a 4D mask through unchanged) and a
+    placeholder key/value prefix of ``prefix_shape`` ``[batch, kv_heads, P, head_dim]``, or no
+    cache at all when ``prefix_shape`` is None (whole sequences: every offset must be 0).
+    Recorded under ``no_grad`` (not inference mode): the replay backpropagates through them.
+    The returned ``cache`` is a :class:`RowPrefixCache` whose ``prefix`` the replay sets per layer.
+    """
+    L = n_layers(model)
+    batch, width = len(offsets), int((lengths - offsets).max())
+    param = next(model.parameters())
+    dev, dtype = param.device, param.dtype
+    kv = None
+    if prefix_shape is not None:
+        kv = DynamicCache(config=model.config)
+        zeros = torch.zeros(prefix_shape, dtype=dtype, device=dev)
+        for j in range(L):
+            kv.update(zeros, zeros, j)
+    elif bool(offsets.any()):
+        raise ValueError("rows with a prefix need its key/value shape")
+    prefix = 0 if prefix_shape is None else prefix_shape[2]
+    mask = row_suffix_mask(offsets, lengths, prefix, width, dtype).to(dev)
+    positions = (offsets[:, None] + torch.arange(width)[None]).to(dev)  # [batch, width]
+    out = SuffixArgs(0, [None] * L, [None] * L, RowPrefixCache())
+    shared = _same_args_every_layer(model)
+    # With shared arguments the pass stops at block 0 (embedding, mask and positions only).
+    wanted = [0] if shared else list(range(first_layer, L))
+
+    def pre(layer):
+        def fn(module, args, kwargs):
+            args, kwargs = tuple(args), dict(kwargs)
+            if kv is not None:
+                args, kwargs = _swap(args, kv, out.cache), _swap(kwargs, kv, out.cache)
+            if args:
+                args = tuple(args[1:])
+            else:
+                kwargs.pop("hidden_states")
+            for j in range(first_layer, L) if shared else (layer,):
+                out.args[j], out.kwargs[j] = args, kwargs
+            if layer == wanted[-1]:
+                raise _StopForward
+
+        return fn
+
+    dummy = torch.zeros((batch, width), dtype=torch.long, device=dev)
+    with _pre_hooks_with_kwargs([(module_for(model, "block", j), pre(j)) for j in wanted]):
+        try:
+            model(
+                input_ids=dummy,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=kv,
+                use_cache=kv is not None,
+            )
+        except _StopForward:
+            pass
+    return out

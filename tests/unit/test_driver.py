@@ -242,3 +242,47 @@ def test_prepare_inputs_checkpoints_resume(
     assert again["skipped"] and again["cases"]
     prepare_inputs(*args, **kw, cache_dir=tmp_path, fingerprint="b")
     assert calls == [cids[1]] * 2 + [c for c in cids for _ in range(2)]
+
+
+@pytest.mark.parametrize("method", ["rome", "memit", "ft-1", "ft-5"])
+def test_engine_rows_equal_per_fact_rows(tiny_gpt2, tiny_tokenizer, counterfact_records, method):
+    """The batched engine's results equal the per-fact path's to float rounding, on every editing
+    problem but tracing reversal (which needs o_noise).
+
+    "Float rounding" is measured, not assumed: both float32 paths are compared with the per-fact
+    path run in float64. MEMIT's residual z − h cancels when an edit moves little, which
+    amplifies rounding in *any* float32 implementation (README, Editing engine), so each column
+    of the engine must be at most as far from float64 as the per-fact float32 path is (within a
+    factor of 4: rounding errors of both are random), or within float32's resolution (2e-6 + 1e-6 of the column's size: essence
+    perplexities are in the hundreds on a random model).
+    """
+    from locedit.editing.covariance import CovarianceStore
+
+    variants = ["error_injection", "fact_erasure", "fact_amplification", "fact_forcing"]
+    d_mlp = 4 * tiny_gpt2.config.n_embd
+    stats = CovarianceStore(lambda layer: torch.eye(d_mlp) * (1.0 + layer))
+    templates = ["{}", "The team won. {}", "After the long war ended. {}"]
+    hp = {
+        "rome": {"v_num_grad_steps": 6, "v_weight_decay": 0.0, "clamp_norm_factor": 100.0},
+        "memit": {"v_num_grad_steps": 6, "mom2_update_weight": 10.0, "window": 3},
+        "ft-1": {**FT, "stop_loss": 0.0},  # erasure of a random model's ~1e-12 is below 1e-2
+        "ft-5": {**FT, "stop_loss": 0.0},
+    }[method]
+    exact = copy.deepcopy(tiny_gpt2).double()
+    before = _state(tiny_gpt2)
+    scores = [c for c in EDIT_COLUMNS if c.endswith(("_score", "_pre", "_post", "_success", "_magnitude"))]
+    for variant in variants:
+        cases = _cases(tiny_gpt2, tiny_tokenizer, counterfact_records[:4], [variant])
+        kw = dict(stats=stats, context_templates=templates)
+        ref = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, method, 2, hp, **kw)
+        new = run_edit_job(
+            tiny_gpt2, tiny_tokenizer, cases, method, 2, hp, engine={"row_budget": 8, "max_facts": 2}, **kw
+        )
+        f64 = run_edit_job(exact, tiny_tokenizer, cases, method, 2, hp, **kw)
+        assert len(new) == len(cases) and (new["rewrite_post"] != new["rewrite_pre"]).all()
+        for col in scores:
+            err_ref = (ref[col] - f64[col]).abs().max()
+            err_new = (new[col] - f64[col]).abs().max()
+            floor = 2e-6 + 1e-6 * f64[col].abs().max()
+            assert err_new <= max(4 * err_ref, floor), (variant, col, err_new, err_ref)
+    _assert_same(tiny_gpt2, before)

@@ -17,12 +17,14 @@ EDIT_SHARD = EDITING["shard_size"]
 EDIT_METHOD_CODE = {
     "rome": [
         "src/locedit/editing/rome.py",
+        "src/locedit/editing/engine.py",
         "src/locedit/editing/compute_kv.py",
         "src/locedit/editing/covariance.py",
     ],
     "memit": [
         "src/locedit/editing/memit.py",
         "src/locedit/editing/rome.py",
+        "src/locedit/editing/engine.py",
         "src/locedit/editing/compute_kv.py",
         "src/locedit/editing/covariance.py",
     ],
@@ -122,6 +124,7 @@ rule edit_facts:
     params:
         model=model_params(),
         hparams=lambda wildcards: edit_method_hparams(wildcards.method, wildcards.variant),
+        engine=EDITING["engine"],
         # Per-case checkpoints (undeclared; a rerun of a killed job resumes from them).
         cache=lambda wildcards: (
             f"results/{wildcards.model}/{wildcards.dataset}/.cache/edit_facts/"

@@ -34,8 +34,16 @@ def load_stats(snakemake, model, method: str):
 def fingerprint(snakemake) -> str:
     """Identity of the job's checkpoints: params that shape a row, code hash and inputs."""
     p = snakemake.params
-    settings = {k: getattr(p, k) for k in ("model", "hparams", "aggregation", "essence", "batch_size", "code")}
+    keys = ("model", "hparams", "engine", "aggregation", "essence", "batch_size", "code")
+    settings = {k: getattr(p, k) for k in keys}
     return job_fingerprint(settings, snakemake.input)
+
+
+def engine_options(engine: dict) -> dict | None:
+    """The driver's engine options (None: the per-fact path)."""
+    if not engine["batched"]:
+        return None
+    return {"row_budget": engine["row_budget"], "max_facts": engine["max_facts"]}
 
 
 def main(snakemake) -> None:
@@ -62,6 +70,7 @@ def main(snakemake) -> None:
                 cache_dir=p.cache,
                 fingerprint=fingerprint(snakemake),
                 progress=progress,
+                engine=engine_options(p.engine),
                 stats=stats,
                 context_templates=templates,
                 aggregation=p.aggregation,

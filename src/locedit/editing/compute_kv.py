@@ -201,11 +201,16 @@ class ValueResult:
         target: ``[d]`` float32, the optimised value (init + delta) at the bare prompt.
         init: ``[d]`` float32, the unedited module output at the bare prompt's lookup token.
         diagnostics: scalars (loss terms, target probability, steps, norms).
+        lookup_in / lookup_out: ``[n_prompts, d_in]`` / ``[n_prompts, d_out]``, the module's
+            unedited input/output at each rewrite prompt's lookup token, when the optimiser
+            recorded them (the batched engine, :mod:`locedit.editing.engine`); else None.
     """
 
     target: torch.Tensor
     init: torch.Tensor
     diagnostics: dict
+    lookup_in: torch.Tensor | None = None
+    lookup_out: torch.Tensor | None = None
 
 
 def optimize_value(

@@ -17,15 +17,22 @@ authors' 10 noised copies.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from locedit.adapters import edit_weight, module_for, n_layers
+from locedit.adapters import edit_weight, is_conv1d, module_for, n_layers, untuple
 from locedit.editing.types import EditRequest, Snapshot, restore
 from locedit.hooks import forward_hooks
 from locedit.records import subject_token_range
-from locedit.scoring import gather_target_logprobs, make_batch
+from locedit.scoring import encode_prompt_target, gather_target_logprobs, make_batch
+from locedit.trace_passes import _pre_hooks_with_kwargs, _StopForward, record_row_suffix_args
+
+#: Facts finetuned together in one batched pass by default (each keeps a weight delta and Adam
+#: state per edited layer, so this is also the memory knob).
+DEFAULT_MAX_FACTS = 32
 
 #: Defaults of the authors' code (GPT-J); ``config.yaml`` overrides them per variant.
 DEFAULTS = {
@@ -174,5 +181,251 @@ def apply_ft(
         "final_loss": loss_val,
         "opt_seconds": t_opt,
         "update_seconds": t_upd,
+    }
+    return snapshot, info
+
+
+# --------------------------------------------------------------------------------------------
+# Batched engine: several facts per forward/backward, the frozen layers below computed once
+# --------------------------------------------------------------------------------------------
+
+
+def batchable(model: torch.nn.Module, hparams: dict) -> bool:
+    """Whether :func:`edit_ft_batch` computes exactly what :func:`apply_ft` does.
+
+    The engine trains each fact's *difference* D to the original weights. Adam's update does not
+    depend on the parameter's value unless weight decay is on, and a float32 model adds D in
+    float32 as the per-fact path's in-place update does; otherwise the per-fact path runs.
+    """
+    hp = {**DEFAULTS, **hparams}
+    return float(hp["weight_decay"]) == 0.0 and next(model.parameters()).dtype == torch.float32
+
+
+@dataclass
+class _FtFact:
+    index: int
+    request: EditRequest
+    rows: list[list[int]]  # token ids per row (n_rep copies of the rewrite prompt)
+    reads: list[list[int]]  # target positions per row
+    targets: list[list[int]]
+    span: tuple[int, int] | None  # subject span (fact forcing)
+    gen: torch.Generator | None
+    sigma: float
+    block_in: torch.Tensor | None = None  # [rows, width, d] input of the lowest edited block
+    deltas: list[torch.Tensor] = field(default_factory=list)  # per trained parameter
+    opt: torch.optim.Optimizer | None = None
+    steps: int = 0
+    t_upd: float = 0.0
+
+
+def _ft_fact(index, request, tok, n_rep, device) -> _FtFact:
+    p, t = encode_prompt_target(tok, request.prompt.format(request.subject), request.target)
+    noised = request.noise is not None
+    return _FtFact(
+        index=index,
+        request=request,
+        rows=[p + t[:-1]] * n_rep,
+        reads=[list(range(len(p) - 1, len(p) - 1 + len(t)))] * n_rep,
+        targets=[t] * n_rep,
+        span=subject_token_range(tok, request.prompt, request.subject) if noised else None,
+        gen=torch.Generator().manual_seed(int(request.case_id)) if noised else None,
+        sigma=float(request.noise.std()) if noised else 0.0,
+    )
+
+
+def _draw_noises(fact: _FtFact) -> list[torch.Tensor] | None:
+    """Row 0's fixed noise and fresh draws for the other rows, as :func:`apply_ft` draws them."""
+    if fact.span is None:
+        return None
+    noise = fact.request.noise
+    return [noise] + [torch.randn(noise.shape, generator=fact.gen) * fact.sigma for _ in fact.rows[1:]]
+
+
+@torch.no_grad()
+def _lower_pass(model, facts: list[_FtFact], low: int, noises, pad_id: int) -> list[torch.Tensor]:
+    """Input of block ``low`` ``[rows, width, d]`` per fact (no grad: nothing below is trained)."""
+    rows = [r for f in facts for r in f.rows]
+    batch = make_batch_ids(rows, pad_id, next(model.parameters()).device)
+    got = {}
+
+    def stop(module, args, kwargs):
+        got["h"] = args[0] if args else kwargs["hidden_states"]
+        raise _StopForward
+
+    hooks = []
+    if noises is not None:
+        spans = [f.span for f in facts for _ in f.rows]
+        hooks = [(module_for(model, "embed"), _row_noise_hook(spans, noises))]
+    with forward_hooks(hooks), _pre_hooks_with_kwargs([(module_for(model, "block", low), stop)]):
+        try:
+            model(input_ids=batch[0], attention_mask=batch[1])
+        except _StopForward:
+            pass
+    out, r0 = [], 0
+    for f in facts:
+        out.append(got["h"][r0 : r0 + len(f.rows)])
+        r0 += len(f.rows)
+    return out
+
+
+def make_batch_ids(rows, pad_id, device):
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _ft_step_loss(model, facts, layers, params, low, block_ins):
+    """Per-fact losses ``[facts]`` of one forward from block ``low`` with each fact's deltas."""
+    L, n_rep = n_layers(model), len(facts[0].rows)
+    width = max(h.shape[1] for h in block_ins)
+    h = torch.cat([torch.nn.functional.pad(x, (0, 0, 0, width - x.shape[1])) for x in block_ins])
+    lengths = torch.tensor([len(r) for f in facts for r in f.rows])
+    sa = record_row_suffix_args(model, torch.zeros_like(lengths), lengths, None, low)
+    F_ = len(facts)
+
+    def hook(k):  # k-th trained layer: weight delta (and bias delta) per fact
+        def fn(module, inputs, output):
+            x = inputs[0]  # [rows, width, d_in]
+            d = torch.stack([f.deltas[2 * k if has_bias else k] for f in facts])  # [F, d_in, d_out]
+            add = torch.bmm(x.reshape(F_, n_rep * x.shape[1], -1), d).view(*output.shape[:2], -1)
+            if has_bias:
+                b = torch.stack([f.deltas[2 * k + 1] for f in facts])  # [F, d_out]
+                add = add + b.repeat_interleave(n_rep, 0)[:, None]
+            return output + add
+
+        return fn
+
+    has_bias = len(params) == 2 * len(layers)
+    hooks = [(module_for(model, "mlp_out", l), hook(k)) for k, l in enumerate(layers)]
+    with forward_hooks(hooks):
+        for j in range(low, L):
+            h = untuple(module_for(model, "block", j)(h, *sa.args[j], **sa.kwargs[j]))
+    rr, pp, tt = [], [], []
+    b = 0
+    for f in facts:
+        for pos, tgt in zip(f.reads, f.targets):
+            rr += [b] * len(pos)
+            pp += pos
+            tt += tgt
+            b += 1
+    dev = h.device
+    sel = h[torch.tensor(rr, device=dev), torch.tensor(pp, device=dev)]  # [n_read, d]
+    logits = module_for(model, "lm_head")(module_for(model, "final_norm")(sel))
+    tok_lp = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(tt, device=dev)[:, None])[:, 0]
+    row_lp = torch.zeros(b, device=dev).index_add(0, torch.tensor(rr, device=dev), tok_lp)  # [rows]
+    row_lp = row_lp.view(F_, n_rep)
+    minimize = torch.tensor([f.request.minimize for f in facts], device=dev)
+    return torch.where(minimize, torch.exp(row_lp).mean(1), -row_lp.mean(1))
+
+
+def edit_ft_batch(
+    model: torch.nn.Module,
+    tok: PreTrainedTokenizerBase,
+    requests: Sequence[EditRequest],
+    layer: int,
+    hparams: dict,
+    stats=None,
+    context_templates=None,
+    *,
+    max_facts: int = DEFAULT_MAX_FACTS,
+) -> Iterator[tuple[Snapshot, dict]]:
+    """FT edits of ``requests`` one at a time, finetuned together (``max_facts`` per pass).
+
+    Each fact trains its own differences to the original weights of the window (one Adam per
+    fact, so the joint step equals :func:`apply_ft`'s), from the cached input of the lowest
+    edited block (the blocks below are frozen), unembedding only the target positions; a fact
+    that reaches ``stop_loss`` or ``num_steps`` leaves the batch and the next one joins. Yields
+    ``(snapshot, info)`` with the fact's edit applied; the caller restores it before the next.
+    Falls back to :func:`apply_ft` where the engine would not be exact (:func:`batchable`).
+    """
+    hp = {**DEFAULTS, **hparams}
+    if not batchable(model, hparams):
+        for r in requests:
+            yield apply_ft(model, tok, r, layer, hparams)
+        return
+    unknown = set(hparams) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown FT hyperparameter(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    layers = window_layers(layer, int(hp["window"]), n_layers(model))
+    params = _trainable(model, layers, bool(hp["train_bias"]))
+    low, eps, n_steps = layers[0], float(hp["norm_constraint"]), int(hp["num_steps"])
+    device = params[0].device
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    conv = is_conv1d(model)
+    # deltas in the x @ D orientation [d_in, d_out] (Conv1D stores weights that way)
+    shapes = [tuple(p.shape) if (p.ndim == 1 or conv) else tuple(p.shape[::-1]) for p in params]
+    pending = list(enumerate(requests))
+    active: list[_FtFact] = []
+    t_start = time.perf_counter()
+    n_done = 0
+    finished: list[tuple[_FtFact, float]] = []
+    while pending or active:
+        joined = []
+        while pending and len(active) < max_facts:
+            i, req = pending.pop(0)
+            n_rep = int(hp["num_noise_samples"]) if req.noise is not None else 1
+            f = _ft_fact(i, req, tok, n_rep, device)
+            f.deltas = [torch.zeros(sh, device=device, requires_grad=True) for sh in shapes]
+            f.opt = torch.optim.Adam(f.deltas, lr=float(hp["lr"]))
+            active.append(f)
+            joined.append(f)
+        if len({len(f.rows) for f in active}) != 1:
+            raise ValueError("facts of one FT batch must have the same number of noised copies")
+        fresh = active[0].span is not None and len(active[0].rows) > 1
+        if fresh:  # fresh noise every step: the frozen blocks run every step (no grad)
+            noises = [n for f in active for n in _draw_noises(f)]
+            block_ins = _lower_pass(model, active, low, noises, pad)
+        else:
+            for f in joined:
+                f.block_in = _lower_pass(model, [f], low, _draw_noises(f), pad)[0]
+            block_ins = [f.block_in for f in active]
+        loss = _ft_step_loss(model, active, layers, params, low, block_ins)
+        values = loss.detach().tolist()
+        going = [k for k, f in enumerate(active) if values[k] >= float(hp["stop_loss"])]
+        if going:
+            loss[going].sum().backward()
+        still = []
+        for k, f in enumerate(active):
+            if k in going:
+                f.opt.step()
+                f.opt.zero_grad(set_to_none=True)
+                f.steps += 1
+                t2 = time.perf_counter()
+                with torch.no_grad():
+                    for d in f.deltas:
+                        d.clamp_(-eps, eps)
+                f.t_upd += time.perf_counter() - t2
+            if k in going and f.steps < n_steps:
+                still.append(f)
+            else:
+                finished.append((f, values[k]))
+        active = still
+        # yield finished facts in request order as soon as all earlier ones are done
+        finished.sort(key=lambda x: x[0].index)
+        while finished and finished[0][0].index == n_done:
+            f, final_loss = finished.pop(0)
+            n_done += 1
+            # opt_seconds: the fact's share of the engine's time so far (the work is shared)
+            share = (time.perf_counter() - t_start) / n_done
+            yield _apply_deltas(model, f, params, conv, layers, final_loss, share)
+            t_start = time.perf_counter() - share * n_done
+
+
+@torch.no_grad()
+def _apply_deltas(model, fact: _FtFact, params, conv: bool, layers, final_loss: float, opt_share: float):
+    snapshot = Snapshot()
+    for p, d in zip(params, fact.deltas):
+        snapshot.save(model, p)
+        p.add_(d.detach() if (p.ndim == 1 or conv) else d.detach().T)
+    info = {
+        "layers": layers,
+        "steps": fact.steps,
+        "final_loss": final_loss,
+        "opt_seconds": opt_share,
+        "update_seconds": fact.t_upd,
     }
     return snapshot, info

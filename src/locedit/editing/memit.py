@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from locedit.adapters import n_layers
 from locedit.editing.compute_kv import average_keys, fill_template, module_io_at_lookup, optimize_value
 from locedit.editing.covariance import CovarianceStore
+from locedit.editing.engine import DEFAULT_MAX_FACTS, DEFAULT_ROW_BUDGET, optimize_values
 from locedit.editing.rome import add_update, resolve_hparams
 from locedit.editing.types import EditRequest, Snapshot
 
@@ -75,13 +76,46 @@ def apply_memit(
     """
     hp = resolve_hparams(hparams, MEMIT_DEFAULTS, "memit")
     layers = layer_window(layer, int(hp["window"]), n_layers(model))
+    t0 = time.perf_counter()
+    z = optimize_value(model, tok, request, context_templates, layers[-1], component="block", hp=hp)
+    return _spread(model, tok, request, layers, z, hp, stats, context_templates, time.perf_counter() - t0)
+
+
+def edit_memit_batch(
+    model: nn.Module,
+    tok: PreTrainedTokenizerBase,
+    requests: Sequence[EditRequest],
+    layer: int,
+    hparams: dict | None,
+    stats: CovarianceStore,
+    context_templates: Sequence[str],
+    *,
+    row_budget: int = DEFAULT_ROW_BUDGET,
+    max_facts: int = DEFAULT_MAX_FACTS,
+) -> Iterator[tuple[Snapshot, dict]]:
+    """MEMIT edits of ``requests`` one at a time, their z optimised together by the engine.
+
+    Yields ``(snapshot, diagnostics)`` with the edit applied; the caller restores the snapshot
+    before asking for the next one. ``opt_seconds`` includes each fact's share of the batch.
+    """
+    hp = resolve_hparams(hparams, MEMIT_DEFAULTS, "memit")
+    layers = layer_window(layer, int(hp["window"]), n_layers(model))
+    t0 = time.perf_counter()
+    zs = optimize_values(
+        model, tok, requests, context_templates, layers[-1], component="block", hp=hp,
+        row_budget=row_budget, max_facts=max_facts,
+    )  # fmt: skip
+    share = (time.perf_counter() - t0) / max(len(requests), 1)
+    for request, z in zip(requests, zs):
+        yield _spread(model, tok, request, layers, z, hp, stats, context_templates, share)
+
+
+def _spread(model, tok, request, layers, z, hp, stats, context_templates, t_opt):
+    """Spread z − h_L over ``layers`` in order (step 3 of the module docstring); edits in place."""
     z_layer = layers[-1]
     fact_token = hp["fact_token"]
     snapshot = Snapshot()
-    t0 = time.perf_counter()
-    z = optimize_value(model, tok, request, context_templates, z_layer, component="block", hp=hp)
     templates = [fill_template(c, request.prompt) for c in context_templates]
-    t_opt = time.perf_counter() - t0
     t_upd = 0.0
     update_sq = 0.0
     for i, l in enumerate(layers):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 from locedit.adapters import edit_weight, is_conv1d
 from locedit.editing.compute_kv import FACT_TOKENS, average_keys, fill_template, module_io_at_lookup, optimize_value
 from locedit.editing.covariance import CovarianceStore
+from locedit.editing.engine import DEFAULT_MAX_FACTS, DEFAULT_ROW_BUDGET, optimize_values
 from locedit.editing.types import EditRequest, Snapshot
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def rome_update(
     stats: CovarianceStore | None,
     context_templates: Sequence[str],
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Compute ROME's rank-one update without applying it.
+    """Compute ROME's rank-one update without applying it (the per-fact path).
 
     Returns:
         ``(vectors, diagnostics)``; vectors (float32): ``u [d_mlp]`` (unit left vector),
@@ -97,10 +98,53 @@ def rome_update(
     t0 = time.perf_counter()
     templates = [fill_template(c, request.prompt) for c in context_templates]
     keys, _ = module_io_at_lookup(model, tok, request, templates, layer, fact_token=hp["fact_token"])
-    k_star = average_keys(keys, context_templates, hp["key_average"])  # [d_mlp]
     value = optimize_value(model, tok, request, context_templates, layer, component="mlp_out", hp=hp)
     k_p, out_p = module_io_at_lookup(model, tok, request, [request.prompt], layer, fact_token=hp["fact_token"])
-    k_p, out_p = k_p[0], out_p[0]
+    return _solve(layer, hp, stats, context_templates, keys, value, k_p[0], out_p[0], time.perf_counter() - t0)
+
+
+def rome_updates(
+    model: nn.Module,
+    tok: PreTrainedTokenizerBase,
+    requests: Sequence[EditRequest],
+    layer: int,
+    hp: dict,
+    stats: CovarianceStore | None,
+    context_templates: Sequence[str],
+    *,
+    row_budget: int = DEFAULT_ROW_BUDGET,
+    max_facts: int = DEFAULT_MAX_FACTS,
+) -> list[tuple[dict[str, torch.Tensor], dict]]:
+    """:func:`rome_update` of every request through the batched engine (:mod:`~.engine`).
+
+    The keys k* and the bare prompt's key and output come from the engine's prefix pass (the
+    same prompts; the bare prompt is the first context template ``"{}"``). ``opt_seconds`` is
+    each fact's share of the batched optimisation.
+    """
+    t0 = time.perf_counter()
+    values = optimize_values(
+        model, tok, requests, context_templates, layer, component="mlp_out", hp=hp,
+        row_budget=row_budget, max_facts=max_facts,
+    )  # fmt: skip
+    share = (time.perf_counter() - t0) / max(len(requests), 1)
+    out = []
+    for request, value in zip(requests, values):
+        t1 = time.perf_counter()
+        if context_templates[0] == "{}":
+            k_p, out_p = value.lookup_in[0], value.lookup_out[0]
+        else:
+            k_ps, out_ps = module_io_at_lookup(
+                model, tok, request, [request.prompt], layer, fact_token=hp["fact_token"]
+            )
+            k_p, out_p = k_ps[0], out_ps[0]
+        spent = share + time.perf_counter() - t1
+        out.append(_solve(layer, hp, stats, context_templates, value.lookup_in, value, k_p, out_p, spent))
+    return out
+
+
+def _solve(layer, hp, stats, context_templates, keys, value, k_p, out_p, opt_seconds):
+    """u = C⁻¹k*/‖C⁻¹k*‖ and right = (v* − W k_p) / (k_pᵀ u) from the optimised value."""
+    k_star = average_keys(keys, context_templates, hp["key_average"])  # [d_mlp]
     t1 = time.perf_counter()
     if hp["mom2_adjustment"]:
         if stats is None:
@@ -115,7 +159,7 @@ def rome_update(
     diag = dict(value.diagnostics)
     diag.update(
         {
-            "opt_seconds": t1 - t0,
+            "opt_seconds": opt_seconds,
             "solve_seconds": t2 - t1,
             "key_dot_u": float(denom),
             "right_norm": float(right.norm()),
@@ -127,6 +171,43 @@ def rome_update(
         "v_star": value.target, "out_prompt": out_p,
     }  # fmt: skip
     return vectors, diag
+
+
+def _write(model: nn.Module, layer: int, vectors: dict, diag: dict) -> tuple[Snapshot, dict]:
+    """Apply ``right ⊗ u`` at ``layer``; returns the snapshot and the finished diagnostics."""
+    snapshot = Snapshot()
+    t0 = time.perf_counter()
+    delta = torch.outer(vectors["right"], vectors["u"])  # [d_model, d_mlp]
+    add_update(model, layer, delta, snapshot)
+    diag["update_seconds"] = diag.pop("solve_seconds") + time.perf_counter() - t0
+    diag["update_norm"] = float(vectors["right"].norm())  # ‖right ⊗ u‖_F with ‖u‖ = 1
+    diag["edited_layers"] = str(int(layer))
+    return snapshot, diag
+
+
+def edit_rome_batch(
+    model: nn.Module,
+    tok: PreTrainedTokenizerBase,
+    requests: Sequence[EditRequest],
+    layer: int,
+    hparams: dict | None,
+    stats: CovarianceStore | None,
+    context_templates: Sequence[str],
+    *,
+    row_budget: int = DEFAULT_ROW_BUDGET,
+    max_facts: int = DEFAULT_MAX_FACTS,
+) -> Iterator[tuple[Snapshot, dict]]:
+    """ROME edits of ``requests`` one at a time, their v* optimised together by the engine.
+
+    Yields ``(snapshot, diagnostics)`` with the edit applied; the caller restores the snapshot
+    before asking for the next one (every update is computed on the unedited model).
+    """
+    hp = resolve_hparams(hparams, ROME_DEFAULTS, "rome")
+    for vectors, diag in rome_updates(
+        model, tok, requests, layer, hp, stats, context_templates,
+        row_budget=row_budget, max_facts=max_facts,
+    ):  # fmt: skip
+        yield _write(model, layer, vectors, diag)
 
 
 def apply_rome(
@@ -157,12 +238,5 @@ def apply_rome(
         ``n_forward``, ``delta_norm``, ``init_norm``, ``update_norm`` (Frobenius).
     """
     hp = resolve_hparams(hparams, ROME_DEFAULTS, "rome")
-    snapshot = Snapshot()
     vectors, diag = rome_update(model, tok, request, layer, hp, stats, context_templates)
-    t0 = time.perf_counter()
-    delta = torch.outer(vectors["right"], vectors["u"])  # [d_model, d_mlp]
-    add_update(model, layer, delta, snapshot)
-    diag["update_seconds"] = diag.pop("solve_seconds") + time.perf_counter() - t0
-    diag["update_norm"] = float(vectors["right"].norm())  # ‖right ⊗ u‖_F with ‖u‖ = 1
-    diag["edited_layers"] = str(int(layer))
-    return snapshot, diag
+    return _write(model, layer, vectors, diag)

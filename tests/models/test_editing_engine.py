@@ -1,0 +1,142 @@
+"""The batched editing engine computes what the per-fact path computes, on every architecture.
+
+The per-fact path (``compute_kv.optimize_value``, ``ft.apply_ft``) runs the whole model over
+every prompt at every step; the engine replays only the layers and positions an edit can change,
+for several facts per pass. Both are run here on the same requests: the optimised values, step
+counts and finetuned weights must agree to float rounding. Requests mix error injection,
+erasure and fact forcing, and the small row budgets force facts to leave and join the batch.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as T
+
+from locedit.adapters import ADAPTERS, edit_weight, n_layers
+from locedit.editing.compute_kv import optimize_value
+from locedit.editing.engine import optimize_values
+from locedit.editing.ft import apply_ft, edit_ft_batch
+from locedit.editing.types import EditRequest, restore
+from locedit.hooks import subject_noise
+from tests.models.test_adapters import _configs
+
+TEMPLATES = ["{}", "The team won the game. {}", "It was. {}", "After the war, many families moved. {}"]
+VALUE_HP = {
+    "v_num_grad_steps": 8, "v_lr": 0.5, "v_weight_decay": 0.5, "kl_factor": 0.0625,
+    "clamp_norm_factor": 4.0, "early_stop_loss": None, "fact_token": "subject_last",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def models(tiny_tokenizer):
+    out = {}
+    for arch, cfg in _configs(len(tiny_tokenizer)).items():
+        torch.manual_seed(0)
+        out[arch] = T.AutoModelForCausalLM.from_config(cfg).eval().requires_grad_(False)
+    return out
+
+
+def _requests(records, d_model: int, kinds=("inject", "erase", "force")) -> list[EditRequest]:
+    out = []
+    for i, rec in enumerate(records):
+        rw = rec["requested_rewrite"]
+        kind = kinds[i % len(kinds)]
+        out.append(
+            EditRequest(
+                case_id=int(rec["case_id"]),
+                prompt=rw["prompt"],
+                subject=rw["subject"],
+                target=rw["target_new"]["str"] if kind != "erase" else rw["target_true"]["str"],
+                minimize=kind == "erase",
+                noise=subject_noise(d_model, 8, 0.5, i) if kind == "force" else None,
+            )
+        )
+    return out
+
+
+def _d_model(model) -> int:
+    return model.get_input_embeddings().weight.shape[1]
+
+
+@pytest.mark.parametrize("arch", sorted(ADAPTERS))
+@pytest.mark.parametrize("component", ["mlp_out", "block"])
+def test_values_match_per_fact_path(models, tiny_tokenizer, counterfact_records, arch, component):
+    model = models[arch]
+    reqs = _requests(counterfact_records, _d_model(model))
+    layer = 1
+    ref = [optimize_value(model, tiny_tokenizer, r, TEMPLATES, layer, component=component, hp=VALUE_HP) for r in reqs]
+    # 2 facts per pass (5 rows each): facts leave and join while others are mid-optimisation
+    new = optimize_values(
+        model, tiny_tokenizer, reqs, TEMPLATES, layer, component=component, hp=VALUE_HP, row_budget=10
+    )
+    for a, b in zip(ref, new):
+        assert b.diagnostics["n_forward"] == a.diagnostics["n_forward"]
+        torch.testing.assert_close(b.init, a.init, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(b.target, a.target, rtol=1e-4, atol=1e-5)
+        for key in ("loss", "p_target", "p_target_prompt", "p_target_init"):
+            assert b.diagnostics[key] == pytest.approx(a.diagnostics[key], rel=1e-4, abs=1e-7), key
+
+
+def test_early_stopping_per_fact(models, tiny_tokenizer, counterfact_records):
+    """Facts stop at their own step, as they do one at a time."""
+    model = models["GPT2LMHeadModel"]
+    reqs = _requests(counterfact_records, _d_model(model), kinds=("inject",))
+    hp = {**VALUE_HP, "v_num_grad_steps": 30, "v_weight_decay": 0.0, "clamp_norm_factor": 100.0}
+    free = [optimize_value(model, tiny_tokenizer, r, TEMPLATES, 2, component="mlp_out", hp=hp) for r in reqs]
+    # a threshold that some facts cross before the last step and others never do
+    hp["early_stop_loss"] = sorted(v.diagnostics["loss"] for v in free)[len(free) // 2] + 1e-3
+    ref = [optimize_value(model, tiny_tokenizer, r, TEMPLATES, 2, component="mlp_out", hp=hp) for r in reqs]
+    new = optimize_values(model, tiny_tokenizer, reqs, TEMPLATES, 2, component="mlp_out", hp=hp)
+    steps = [a.diagnostics["n_forward"] for a in ref]
+    assert len(set(steps)) > 1 and min(steps) < 30  # the test exercises per-fact stopping
+    assert [b.diagnostics["n_forward"] for b in new] == steps
+    for a, b in zip(ref, new):
+        torch.testing.assert_close(b.target, a.target, rtol=1e-4, atol=1e-5)
+
+
+def test_rome_keys_come_from_the_prefix_pass(models, tiny_tokenizer, counterfact_records):
+    from locedit.editing.compute_kv import fill_template, module_io_at_lookup
+
+    model = models["GPT2LMHeadModel"]
+    req = _requests(counterfact_records, _d_model(model))[2]  # fact forcing: keys under noise
+    got = optimize_values(model, tiny_tokenizer, [req], TEMPLATES, 1, component="mlp_out", hp=VALUE_HP)[0]
+    prompts = [fill_template(c, req.prompt) for c in TEMPLATES]
+    keys, outs = module_io_at_lookup(model, tiny_tokenizer, req, prompts, 1)
+    torch.testing.assert_close(got.lookup_in, keys, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.lookup_out, outs, rtol=1e-5, atol=1e-6)
+
+
+def _ft_weights(model, fn, reqs, layer, hp):
+    out = []
+    for snap, info in fn(reqs):
+        out.append(({l: edit_weight(model, l).detach().clone() for l in info["layers"]}, info))
+        restore(model, snap)
+    return out
+
+
+@pytest.mark.parametrize("arch", sorted(ADAPTERS))
+@pytest.mark.parametrize("window", [1, 3])
+def test_ft_matches_per_fact_path(models, tiny_tokenizer, counterfact_records, arch, window):
+    model = models[arch]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reqs = _requests(counterfact_records, _d_model(model))
+    layer = n_layers(model) - 1
+    hp = {"lr": 5e-2, "num_steps": 6, "norm_constraint": 2e-2, "stop_loss": 0.0, "window": window,
+          "num_noise_samples": 3}  # fmt: skip
+    ref = _ft_weights(model, lambda rs: (apply_ft(model, tiny_tokenizer, r, layer, hp) for r in rs), reqs, layer, hp)
+    # facts of one batch share their number of noised copies: run forcing and the rest apart
+    forcing = [r for r in reqs if r.noise is not None]
+    rest = [r for r in reqs if r.noise is None]
+    new = {}
+    for group in (forcing, rest):
+        res = _ft_weights(model, lambda rs: edit_ft_batch(model, tiny_tokenizer, rs, layer, hp, max_facts=2), group, layer, hp)
+        new.update({r.case_id: x for r, x in zip(group, res)})
+    for r, (w_ref, info_ref) in zip(reqs, ref):
+        w_new, info_new = new[r.case_id]
+        assert info_new["steps"] == info_ref["steps"]
+        assert info_new["final_loss"] == pytest.approx(info_ref["final_loss"], rel=1e-4, abs=1e-7)
+        for l in w_ref:
+            torch.testing.assert_close(w_new[l], w_ref[l], rtol=0, atol=1e-5)
+    for k, v in model.state_dict().items():  # every edit was undone bit-exactly
+        assert torch.equal(v, before[k]), k
