@@ -60,3 +60,19 @@ def tiny_gpt2(tiny_tokenizer) -> GPT2LMHeadModel:
 @pytest.fixture
 def counterfact_records() -> list[dict]:
     return json.loads((FIXTURES / "counterfact_sample_5.json").read_text())
+
+
+@pytest.fixture
+def unfused_engines(monkeypatch):
+    """The editing engines with the model's own activation modules (no fused GELU swap).
+
+    On random test models Adam turns noise-level gradient components into full steps, so any
+    change of float rounding moves an optimised value by ~1%; comparisons of the engines' replay
+    with the per-fact path therefore keep the arithmetic identical (tests/models/test_editing_engine.py).
+    """
+    import contextlib
+
+    from locedit.editing import engine, ft
+
+    monkeypatch.setattr(engine, "fused_activations", lambda model: contextlib.nullcontext())
+    monkeypatch.setattr(ft, "fused_activations", lambda model: contextlib.nullcontext())

@@ -1,4 +1,4 @@
-"""Exact compute shortcuts the tracing engine applies to a model for the duration of a block.
+"""Exact compute shortcuts the tracing and editing engines apply to a model for a block.
 
 * :func:`fused_activations`: ``transformers`` implements GPT-2's and GPT-J's ``gelu_new`` (and
   ``gelu_fast``) as five element-wise kernels (pow, mul, add, tanh, mul), which take about a
@@ -37,11 +37,13 @@ class FusedTanhGELU(nn.Module):
     ``tanh``) is slow, 2.3x slower than the identity ``0.5·(1 + tanh(z)) = sigmoid(2z)``
     written as four in-place element-wise kernels: x·sigmoid(2·√(2/π)·x·(1 + 0.044715·x²))
     (measured on [200, 512] floats, one thread: 60 µs against 140 µs; both within 5e-7 of the
-    formula in float64).
+    formula in float64). Under autograd (the editing engine) PyTorch's kernel again: its fused
+    backward makes forward + backward 2.7x faster than ``transformers``' five kernels (6.3 ms
+    against 17.1 ms on [3000, 512] floats, one thread), and in-place kernels cannot be used.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
             return F.gelu(x, approximate="tanh")
         return x.square().mul_(0.044715 * _C).add_(_C).mul_(x).sigmoid_().mul_(x)
 

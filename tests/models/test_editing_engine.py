@@ -5,6 +5,11 @@ every prompt at every step; the engine replays only the layers and positions an 
 for several facts per pass. Both are run here on the same requests: the optimised values, step
 counts and finetuned weights must agree to float rounding. Requests mix error injection,
 erasure and fact forcing, and the small row budgets force facts to leave and join the batch.
+
+The engine also swaps GPT-2's five-kernel GELU for PyTorch's fused one (same formula, other
+rounding; ``tests/unit/test_kernels.py``). On these random models Adam turns noise-level gradient
+components into full steps, so any change of rounding moves the optimum by ~1% whatever the
+implementation; the replay is therefore compared here with the model's own GELU (``unfused_engines``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from locedit.editing.ft import apply_ft, edit_ft_batch
 from locedit.editing.types import EditRequest, restore
 from locedit.hooks import subject_noise
 from tests.models.test_adapters import _configs
+
+pytestmark = pytest.mark.usefixtures("unfused_engines")
 
 TEMPLATES = ["{}", "The team won the game. {}", "It was. {}", "After the war, many families moved. {}"]
 VALUE_HP = {
@@ -70,16 +77,30 @@ def test_values_match_per_fact_path(models, tiny_tokenizer, counterfact_records,
     new = optimize_values(
         model, tiny_tokenizer, reqs, TEMPLATES, layer, component=component, hp=VALUE_HP, row_budget=10
     )
-    for a, b in zip(ref, new):
+    for r, a, b in zip(reqs, ref, new):
         assert b.diagnostics["n_forward"] == a.diagnostics["n_forward"]
         torch.testing.assert_close(b.init, a.init, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(b.target, a.target, rtol=1e-4, atol=1e-5)
-        for key in ("loss", "p_target", "p_target_prompt", "p_target_init"):
-            assert b.diagnostics[key] == pytest.approx(a.diagnostics[key], rel=1e-4, abs=1e-7), key
+        assert_same_value(r, a, b)
+
+
+def assert_same_value(request: EditRequest, a, b) -> None:
+    """Values of the two paths agree to float rounding.
+
+    Erasure minimises p(target) ≈ 1e-3: Adam normalises its tiny gradients, so float32 rounding
+    (any: the fused GELU alone moves v* by 1e-4 here) steers the steps, and *both* paths sit
+    ~1e-5..1e-4 from a float64 run; its values are compared at that scale, its losses tightly.
+    """
+    tol = dict(rtol=1e-3, atol=1e-3) if request.minimize else dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b.target, a.target, **tol)
+    for key in ("loss", "p_target", "p_target_prompt", "p_target_init"):
+        rel = 1e-3 if request.minimize and key == "loss" else 1e-4  # the loss holds ‖delta‖
+        assert b.diagnostics[key] == pytest.approx(a.diagnostics[key], rel=rel, abs=1e-7), key
 
 
 def test_early_stopping_per_fact(models, tiny_tokenizer, counterfact_records):
-    """Facts stop at their own step, as they do one at a time."""
+    """Facts stop at their own step, as they do one at a time.
+
+    """
     model = models["GPT2LMHeadModel"]
     reqs = _requests(counterfact_records, _d_model(model), kinds=("inject",))
     hp = {**VALUE_HP, "v_num_grad_steps": 30, "v_weight_decay": 0.0, "clamp_norm_factor": 100.0}
@@ -91,8 +112,8 @@ def test_early_stopping_per_fact(models, tiny_tokenizer, counterfact_records):
     steps = [a.diagnostics["n_forward"] for a in ref]
     assert len(set(steps)) > 1 and min(steps) < 30  # the test exercises per-fact stopping
     assert [b.diagnostics["n_forward"] for b in new] == steps
-    for a, b in zip(ref, new):
-        torch.testing.assert_close(b.target, a.target, rtol=1e-4, atol=1e-5)
+    for r, a, b in zip(reqs, ref, new):
+        assert_same_value(r, a, b)
 
 
 def test_rome_keys_come_from_the_prefix_pass(models, tiny_tokenizer, counterfact_records):
@@ -140,3 +161,34 @@ def test_ft_matches_per_fact_path(models, tiny_tokenizer, counterfact_records, a
             torch.testing.assert_close(w_new[l], w_ref[l], rtol=0, atol=1e-5)
     for k, v in model.state_dict().items():  # every edit was undone bit-exactly
         assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("arch", sorted(ADAPTERS))
+def test_fused_lookup_reads_equal_separate_passes(models, tiny_tokenizer, counterfact_records, arch):
+    """MEMIT's engine path reads keys at l and h at the z layer from one pass stopped at the
+    z layer; the per-fact path runs one full pass for each."""
+    from locedit.editing.compute_kv import fill_template, lookup_reads, module_io_at_lookup
+
+    model = models[arch]
+    req = _requests(counterfact_records, _d_model(model))[2]  # under fact-forcing noise
+    prompts = [fill_template(c, req.prompt) for c in TEMPLATES]
+    got = lookup_reads(model, tiny_tokenizer, req, prompts, [("mlp_out", 0), ("block", 1)])
+    keys, _ = module_io_at_lookup(model, tiny_tokenizer, req, prompts, 0)
+    _, h = module_io_at_lookup(model, tiny_tokenizer, req, [req.prompt], 1, component="block")
+    torch.testing.assert_close(got[("mlp_out", 0)][0], keys, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[("block", 1)][1][:1], h, rtol=1e-5, atol=1e-6)
+
+
+def test_engine_defaults_are_the_schema_defaults():
+    """The Python API's defaults and the workflow's (schema) defaults are the same numbers."""
+    from pathlib import Path
+
+    import yaml
+
+    from locedit.editing import engine, ft
+
+    schema = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "workflow/schemas/editing.schema.yaml").read_text()
+    )["properties"]["engine"]["properties"]
+    assert engine.DEFAULT_ROW_BUDGET == schema["row_budget"]["default"]
+    assert engine.DEFAULT_MAX_FACTS == ft.DEFAULT_MAX_FACTS == schema["max_facts"]["default"]

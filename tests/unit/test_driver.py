@@ -245,7 +245,7 @@ def test_prepare_inputs_checkpoints_resume(
 
 
 @pytest.mark.parametrize("method", ["rome", "memit", "ft-1", "ft-5"])
-def test_engine_rows_equal_per_fact_rows(tiny_gpt2, tiny_tokenizer, counterfact_records, method):
+def test_engine_rows_equal_per_fact_rows(tiny_gpt2, tiny_tokenizer, counterfact_records, method, unfused_engines):
     """The batched engine's results equal the per-fact path's to float rounding, on every editing
     problem but tracing reversal (which needs o_noise).
 
@@ -254,7 +254,8 @@ def test_engine_rows_equal_per_fact_rows(tiny_gpt2, tiny_tokenizer, counterfact_
     amplifies rounding in *any* float32 implementation (README, Editing engine), so each column
     of the engine must be at most as far from float64 as the per-fact float32 path is (within a
     factor of 4: rounding errors of both are random), or within float32's resolution (2e-6 + 1e-6 of the column's size: essence
-    perplexities are in the hundreds on a random model).
+    perplexities are in the hundreds on a random model). With the model's own GELU (``unfused_engines``:
+    see tests/models/test_editing_engine.py).
     """
     from locedit.editing.covariance import CovarianceStore
 

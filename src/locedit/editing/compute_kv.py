@@ -173,6 +173,52 @@ def module_io_at_lookup(
     return got["in"], got["out"]
 
 
+class _StopPass(Exception):
+    """Raised once a pass has computed every module it reads."""
+
+
+@torch.no_grad()
+def lookup_reads(
+    model: nn.Module,
+    tok: PreTrainedTokenizerBase,
+    request: EditRequest,
+    prompt_templates: Sequence[str],
+    reads: Sequence[tuple[str, int]],
+    *,
+    fact_token: str = "subject_last",
+) -> dict[tuple[str, int], tuple[torch.Tensor | None, torch.Tensor]]:
+    """:func:`module_io_at_lookup` of several ``(component, layer)`` from **one** pass that stops
+    after the highest block read (nothing above it, nor the unembedding, is computed).
+
+    Returns:
+        ``{(component, layer): (inputs [n_prompts, d_in] | None, outputs [n_prompts, d_out])}``.
+    """
+    texts = [t.format(request.subject) for t in prompt_templates]
+    idx = [lookup_index(tok, t, request.subject, fact_token) for t in prompt_templates]
+    batch = pad_rows([encode_prompt(tok, x) for x in texts], _pad_id(tok), _device(model))
+    rows, pos = torch.arange(len(texts)), torch.tensor(idx)
+    got: dict = {}
+
+    def read(key):
+        def hook(module, inputs, output):
+            got[key] = (inputs[0][rows, pos].float() if inputs else None, untuple(output)[rows, pos].float())
+
+        return hook
+
+    def stop(module, inputs, output):
+        raise _StopPass
+
+    top = max(layer for _, layer in reads)
+    hooks = [(module_for(model, c, layer), read((c, layer))) for c, layer in reads]
+    hooks.append((module_for(model, "block", top), stop))
+    with subject_noise_ctx(model, tok, request, prompt_templates), forward_hooks(hooks):
+        try:
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        except _StopPass:
+            pass
+    return got
+
+
 def average_keys(keys: torch.Tensor, context_templates: Sequence[str], how: str) -> torch.Tensor:
     """k* from per-template keys ``[n_templates, d_mlp]`` → ``[d_mlp]``.
 

@@ -13,6 +13,8 @@ each row's lookup token ``t_i``, so in every step
   the row's cached prefix keys/values (:func:`locedit.trace_passes.record_row_suffix_args`, the
   tracing engine's recorded-arguments machinery, with one prefix length per row);
 * only the positions that are read are unembedded (the target tokens and the KL token);
+* ``transformers``' five-kernel tanh-GELU is swapped for PyTorch's fused one
+  (:func:`locedit.kernels.fused_activations`; same formula, fused backward);
 * rows of several facts share one pass (up to ``row_budget`` rows). Each fact keeps its own delta
   leaf and its own Adam (element-wise, so the joint step equals separate optimisers), its own step
   counter, early stopping and norm clamp; a finished fact leaves the batch and the next one joins.
@@ -44,15 +46,18 @@ from locedit.editing.compute_kv import (
 )
 from locedit.editing.types import EditRequest
 from locedit.hooks import forward_hooks
+from locedit.kernels import fused_activations
 from locedit.scoring import encode_prompt, encode_prompt_target
 from locedit.trace_passes import SuffixArgs, _pre_hooks_with_kwargs, record_row_suffix_args
 
 logger = logging.getLogger(__name__)
 
-#: Rows (context prompts + KL prompt, over all facts) per replay pass by default.
-DEFAULT_ROW_BUDGET = 256
-#: Facts per replay pass by default.
-DEFAULT_MAX_FACTS = 32
+#: Rows (context prompts + KL prompt, over all facts) per replay pass by default: the fastest
+#: on a CPU (toy model, one thread: 48 rows beat 12, 24 and 192-768; bench_edit_engine.py). On a
+#: GPU more rows fill the device (the presets use 512). Same default as the config schema.
+DEFAULT_ROW_BUDGET = 48
+#: Facts per replay pass by default (ROME/MEMIT are bound by the row budget first).
+DEFAULT_MAX_FACTS = 64
 
 
 @dataclass
@@ -282,6 +287,13 @@ def optimize_values(
     """
     if component not in ("block", "mlp_out"):
         raise ValueError(f"values are optimised at block or mlp_out outputs, got {component!r}")
+    with fused_activations(model):
+        return _optimize(
+            model, tok, requests, context_templates, layer, component, hp, row_budget, max_facts
+        )
+
+
+def _optimize(model, tok, requests, context_templates, layer, component, hp, row_budget, max_facts):
     n_steps, lr = int(hp["v_num_grad_steps"]), float(hp["v_lr"])
     early, kl_factor = hp.get("early_stop_loss"), float(hp["kl_factor"])
     wd_factor, clamp = float(hp["v_weight_decay"]), float(hp["clamp_norm_factor"])

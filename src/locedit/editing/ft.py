@@ -26,13 +26,15 @@ from transformers import PreTrainedTokenizerBase
 from locedit.adapters import edit_weight, is_conv1d, module_for, n_layers, untuple
 from locedit.editing.types import EditRequest, Snapshot, restore
 from locedit.hooks import forward_hooks
+from locedit.kernels import fused_activations
 from locedit.records import subject_token_range
 from locedit.scoring import encode_prompt_target, gather_target_logprobs, make_batch
 from locedit.trace_passes import _pre_hooks_with_kwargs, _StopForward, record_row_suffix_args
 
 #: Facts finetuned together in one batched pass by default (each keeps a weight delta and Adam
-#: state per edited layer, so this is also the memory knob).
-DEFAULT_MAX_FACTS = 32
+#: state per edited layer, so this is also the memory knob). More is faster on a CPU (toy, one
+#: thread: 3.9x the per-fact path at 64, 3.3x at 16, 2.1x at 4). Same default as the schema.
+DEFAULT_MAX_FACTS = 64
 
 #: Defaults of the authors' code (GPT-J); ``config.yaml`` overrides them per variant.
 DEFAULTS = {
@@ -383,11 +385,12 @@ def edit_ft_batch(
             for f in joined:
                 f.block_in = _lower_pass(model, [f], low, _draw_noises(f), pad)[0]
             block_ins = [f.block_in for f in active]
-        loss = _ft_step_loss(model, active, layers, params, low, block_ins)
-        values = loss.detach().tolist()
-        going = [k for k, f in enumerate(active) if values[k] >= float(hp["stop_loss"])]
-        if going:
-            loss[going].sum().backward()
+        with fused_activations(model):  # not across the yields below: evaluation is unmodified
+            loss = _ft_step_loss(model, active, layers, params, low, block_ins)
+            values = loss.detach().tolist()
+            going = [k for k, f in enumerate(active) if values[k] >= float(hp["stop_loss"])]
+            if going:
+                loss[going].sum().backward()
         still = []
         for k, f in enumerate(active):
             if k in going:

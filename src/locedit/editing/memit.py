@@ -23,7 +23,13 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from locedit.adapters import n_layers
-from locedit.editing.compute_kv import average_keys, fill_template, module_io_at_lookup, optimize_value
+from locedit.editing.compute_kv import (
+    average_keys,
+    fill_template,
+    lookup_reads,
+    module_io_at_lookup,
+    optimize_value,
+)
 from locedit.editing.covariance import CovarianceStore
 from locedit.editing.engine import DEFAULT_MAX_FACTS, DEFAULT_ROW_BUDGET, optimize_values
 from locedit.editing.rome import add_update, resolve_hparams
@@ -107,11 +113,15 @@ def edit_memit_batch(
     )  # fmt: skip
     share = (time.perf_counter() - t0) / max(len(requests), 1)
     for request, z in zip(requests, zs):
-        yield _spread(model, tok, request, layers, z, hp, stats, context_templates, share)
+        yield _spread(model, tok, request, layers, z, hp, stats, context_templates, share, fused=True)
 
 
-def _spread(model, tok, request, layers, z, hp, stats, context_templates, t_opt):
-    """Spread z − h_L over ``layers`` in order (step 3 of the module docstring); edits in place."""
+def _spread(model, tok, request, layers, z, hp, stats, context_templates, t_opt, fused=False):
+    """Spread z − h_L over ``layers`` in order (step 3 of the module docstring); edits in place.
+
+    ``fused``: read each layer's keys and h_L from one pass that stops at the z layer (the bare
+    prompt is the first context template ``"{}"``), instead of the authors' two full passes.
+    """
     z_layer = layers[-1]
     fact_token = hp["fact_token"]
     snapshot = Snapshot()
@@ -120,11 +130,17 @@ def _spread(model, tok, request, layers, z, hp, stats, context_templates, t_opt)
     update_sq = 0.0
     for i, l in enumerate(layers):
         t1 = time.perf_counter()
-        keys, _ = module_io_at_lookup(model, tok, request, templates, l, fact_token=fact_token)
+        if fused and context_templates[0] == "{}":
+            got = lookup_reads(
+                model, tok, request, templates, [("mlp_out", l), ("block", z_layer)], fact_token=fact_token
+            )
+            keys, h = got[("mlp_out", l)][0], got[("block", z_layer)][1][:1]
+        else:
+            keys, _ = module_io_at_lookup(model, tok, request, templates, l, fact_token=fact_token)
+            _, h = module_io_at_lookup(
+                model, tok, request, [request.prompt], z_layer, component="block", fact_token=fact_token
+            )
         k = average_keys(keys, context_templates, hp["key_average"])  # [d_mlp]
-        _, h = module_io_at_lookup(
-            model, tok, request, [request.prompt], z_layer, component="block", fact_token=fact_token
-        )
         resid = (z.target - h[0]) / (len(layers) - i)  # [d_model]
         t2 = time.perf_counter()
         adj_k = stats.memit_solve(l, float(hp["mom2_update_weight"]), k[:, None])[:, 0]
