@@ -6,16 +6,38 @@ The built-in toy model is saved with ``save_pretrained`` and loaded through exac
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import random
 
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@functools.cache
+def _cache_keyword(forward_cls: type) -> str:
+    params = inspect.signature(forward_cls.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def cache_kwargs(model: torch.nn.Module, cache) -> dict:
+    """``{"cache": cache}`` for a model whose ``forward`` takes the current key/value-cache
+    keyword, ``{"past_key_values": cache}`` for one that still takes the old one (transformers
+    renamed it during 5.x and warns on every call with the old name)."""
+    return {_cache_keyword(type(model)): cache}
+
+
+def output_cache(output):
+    """The key/value cache a forward pass returned, under its current or its old name."""
+    got = getattr(output, "cache", None)
+    return got if got is not None else getattr(output, "past_key_values", None)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -53,6 +75,9 @@ def load_model(
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     dev = resolve_device(device)
+    # A job loads its model once; transformers' per-tensor "Loading weights" bar would print one
+    # bar per job on the console (70+ in a default run) and says nothing the log line below doesn't.
+    hf_logging.disable_progress_bar()
     tok = load_tokenizer(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype])
     model.to(dev).eval()

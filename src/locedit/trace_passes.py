@@ -28,6 +28,7 @@ from transformers import DynamicCache
 
 from locedit.adapters import module_for, n_layers, untuple
 from locedit.hooks import forward_hooks
+from locedit.modeling import cache_kwargs
 
 
 @contextlib.contextmanager
@@ -129,7 +130,7 @@ def cached_forward(
         _pre_hooks_with_kwargs([(module_for(model, "block", j), pre(j)) for j in range(L)]),
     ):
         cache.logits = model(
-            input_ids=input_ids, past_key_values=kv, use_cache=True, logits_to_keep=logits_to_keep
+            input_ids=input_ids, use_cache=True, logits_to_keep=logits_to_keep, **cache_kwargs(model, kv)
         ).logits
     cache.keys = [kv.layers[j].keys for j in range(L)]
     cache.values = [kv.layers[j].values for j in range(L)]
@@ -227,7 +228,7 @@ def record_suffix_args(
         [(b, pre(j)) for j, b in enumerate(blocks[:1] if shared else blocks)]
     ):
         try:
-            model(input_ids=input_ids[:1, offset:], past_key_values=kv, use_cache=True)
+            model(input_ids=input_ids[:1, offset:], use_cache=True, **cache_kwargs(model, kv))
         except _StopForward:
             pass
     return out
@@ -355,8 +356,8 @@ def record_row_suffix_args(
                 input_ids=dummy,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=kv,
                 use_cache=kv is not None,
+                **cache_kwargs(model, kv),
             )
         except _StopForward:
             pass

@@ -35,9 +35,46 @@ def setup_logging(snakemake) -> logging.Logger:
     return logging.getLogger("locedit")
 
 
+class _SharedStream:
+    """The log file's one writer (the logging handler's stream), lent to progress bars.
+
+    A second handle on the same file would write at its own offset and overwrite log lines (or
+    be overwritten: the handler truncates at start), leaving fragments; closing this proxy only
+    flushes, so ``with log_stream(...)`` blocks leave the handler working.
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> _SharedStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+
+
 def log_stream(snakemake):
-    """A file object for tqdm progress bars: the rule's log (appended), else stderr."""
-    return open(snakemake.log[0], "a", buffering=1) if len(snakemake.log) else sys.stderr
+    """A file object for tqdm progress bars: the rule's log, written through the same stream
+    as :func:`setup_logging`'s handler (else stderr)."""
+    if len(snakemake.log):
+        target = Path(snakemake.log[0]).resolve()
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == target:
+                return _SharedStream(handler.stream)
+        return open(target, "a", buffering=1)
+    return _SharedStream(sys.stderr)
 
 
 def job_fingerprint(settings: dict, inputs: Iterable[str]) -> str:

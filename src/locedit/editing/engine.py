@@ -47,6 +47,7 @@ from locedit.editing.compute_kv import (
 from locedit.editing.types import EditRequest
 from locedit.hooks import forward_hooks
 from locedit.kernels import fused_activations
+from locedit.modeling import cache_kwargs
 from locedit.scoring import encode_prompt, encode_prompt_target
 from locedit.trace_passes import SuffixArgs, _pre_hooks_with_kwargs, record_row_suffix_args
 
@@ -140,9 +141,9 @@ def _prefix_pass(
             model(
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,
-                past_key_values=kv,
                 use_cache=True,
                 logits_to_keep=1,
+                **cache_kwargs(model, kv),
             )
     L = n_layers(model)
     return _Fact(

@@ -15,6 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from locedit.hooks import noised_subject
+from locedit.modeling import cache_kwargs, output_cache
 from locedit.scoring import encode_prompt, right_pad
 
 ESSENCE_PROMPT = "{} is a"
@@ -40,7 +41,7 @@ def sample_texts(
     prompt_ids = encode_prompt(tokenizer, prompt)
     ids = torch.tensor([prompt_ids] * n, device=device)  # [n, pos]
     out = model(input_ids=ids, use_cache=True)
-    past, logits = out.past_key_values, out.logits[:, -1]
+    past, logits = output_cache(out), out.logits[:, -1]
     new_tokens = []
     for _ in range(max_new_tokens):
         top = torch.topk(logits.float().cpu(), k=min(top_k, logits.shape[-1]), dim=-1)
@@ -48,8 +49,8 @@ def sample_texts(
         choice = torch.multinomial(probs, 1, generator=gen)  # [n, 1]
         nxt = top.indices.gather(1, choice)  # [n, 1]
         new_tokens.append(nxt)
-        out = model(input_ids=nxt.to(device), past_key_values=past, use_cache=True)
-        past, logits = out.past_key_values, out.logits[:, -1]
+        out = model(input_ids=nxt.to(device), use_cache=True, **cache_kwargs(model, past))
+        past, logits = output_cache(out), out.logits[:, -1]
     texts = []
     cont = torch.cat(new_tokens, dim=1).tolist() if new_tokens else [[] for _ in range(n)]
     eos = tokenizer.eos_token_id
