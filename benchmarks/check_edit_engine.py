@@ -8,11 +8,17 @@ per column and the cases whose step counts differ, and writes the per-job table 
 
     python benchmarks/check_edit_engine.py                      # every job of the default run
     python benchmarks/check_edit_engine.py --methods rome --layers 0
+    python benchmarks/check_edit_engine.py --methods memit --layers 4 --float64
+
+``--float64`` also runs the per-fact path on a float64 copy of the model and reports how far
+each float32 path (per-fact and engine) is from it: where the two float32 paths differ, this shows
+whether the engine or the algorithm's own float32 rounding is at fault.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -49,6 +55,8 @@ def main() -> None:
     ap.add_argument("--layers", nargs="+", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="engine_check.csv")
+    ap.add_argument("--float64", action="store_true", help="also compare both with a float64 per-fact run")
+    ap.add_argument("--cases", type=int, default=None, help="only the first N cases of each job")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = yaml.safe_load(Path(args.config).read_text())
@@ -56,6 +64,10 @@ def main() -> None:
     model, tok = load_model(args.model, device="cpu")
     templates = read_json(res / "editing" / "context_templates.json")
     stats = CovarianceStore.from_dir(args.stats, model=model)
+    exact = exact_stats = None
+    if args.float64:
+        exact = copy.deepcopy(model).double()
+        exact_stats = CovarianceStore.from_dir(args.stats, model=exact)
     rows = []
     for shard in sorted(res.glob("editing/*/*/*/*.parquet")):
         variant, method, layer = shard.parts[-4], shard.parts[-3], int(shard.parts[-2])
@@ -67,25 +79,42 @@ def main() -> None:
         if engine.empty:
             continue
         cases = read_json(res / "editing" / "inputs" / variant / f"{shard.stem}.json")["cases"]
+        cases = cases[: args.cases]
+
+        def per_fact(m, st):
+            return run_edit_job(
+                m, tok, cases, method, layer, hparams(cfg, method, variant),
+                stats=st if method in NEEDS_STATS else None,
+                context_templates=templates.get(method, []) if method in NEEDS_STATS else [],
+                aggregation=cfg["editing"]["paraphrase_aggregation"],
+                essence_cap=cfg["editing"]["essence"]["cap"],
+                essence_max_tokens=cfg["editing"]["essence"]["max_tokens"],
+                batch_size=cfg["editing"]["batch_size"],
+            ).set_index("case_id")  # fmt: skip
+
         t0 = time.perf_counter()
-        ref = run_edit_job(
-            model, tok, cases, method, layer, hparams(cfg, method, variant),
-            stats=stats if method in NEEDS_STATS else None,
-            context_templates=templates.get(method, []) if method in NEEDS_STATS else [],
-            aggregation=cfg["editing"]["paraphrase_aggregation"],
-            essence_cap=cfg["editing"]["essence"]["cap"],
-            essence_max_tokens=cfg["editing"]["essence"]["max_tokens"],
-            batch_size=cfg["editing"]["batch_size"],
-        )  # fmt: skip
+        a = per_fact(model, stats)
         seconds = time.perf_counter() - t0
-        a, b = ref.set_index("case_id"), engine.set_index("case_id").loc[ref["case_id"]]
+        b = engine.set_index("case_id").loc[a.index]
         diff = {c: float((a[c] - b[c]).abs().max()) for c in SCORES}
-        row = {"variant": variant, "method": method, "layer": layer, "edits": len(ref),
-               "per_fact_seconds": seconds, "engine_seconds": float(engine["edit_seconds"].sum()),
+        row = {"variant": variant, "method": method, "layer": layer, "edits": len(a),
+               "per_fact_seconds": seconds, "engine_seconds": float(b["edit_seconds"].sum()),
                **{f"max_abs_{c}": v for c, v in diff.items()}}  # fmt: skip
+        if exact is not None:
+            e = per_fact(exact, exact_stats)
+            for name, x in (("per_fact", a), ("engine", b)):
+                row.update({f"{name}_vs_f64_{c}": float((x[c] - e[c]).abs().max()) for c in SCORES})
+            note = (f"  vs float64: per-fact essence_score {row['per_fact_vs_f64_essence_score']:.1e}, "
+                  f"rewrite_score {row['per_fact_vs_f64_rewrite_score']:.1e}; engine essence_score "
+                  f"{row['engine_vs_f64_essence_score']:.1e}, rewrite_score "
+                  f"{row['engine_vs_f64_rewrite_score']:.1e}")  # fmt: skip
+        else:
+            note = ""
         rows.append(row)
         worst = max(diff, key=diff.get)
-        print(f"{variant:19s} {method:6s} L{layer}: {len(ref):3d} edits, max |diff| {diff[worst]:.1e} ({worst})", flush=True)
+        print(f"{variant:19s} {method:6s} L{layer}: {len(a):3d} edits, max |diff| {diff[worst]:.1e} ({worst})", flush=True)
+        if note:
+            print(note, flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.out, index=False)
     cols = [c for c in table.columns if c.startswith("max_abs_")]

@@ -192,3 +192,18 @@ def test_engine_defaults_are_the_schema_defaults():
     )["properties"]["engine"]["properties"]
     assert engine.DEFAULT_ROW_BUDGET == schema["row_budget"]["default"]
     assert engine.DEFAULT_MAX_FACTS == ft.DEFAULT_MAX_FACTS == schema["max_facts"]["default"]
+
+
+def test_replaying_the_edit_layer_gives_the_same_values(models, tiny_tokenizer, counterfact_records, monkeypatch):
+    """Where the delta would not reach block l's output unchanged (say, a normalised MLP
+    output), the engine replays block l with the delta on its module; same values."""
+    from locedit.editing import engine
+
+    model = models["LlamaForCausalLM"]
+    reqs = _requests(counterfact_records, _d_model(model))
+    ref = [optimize_value(model, tiny_tokenizer, r, TEMPLATES, 1, component="mlp_out", hp=VALUE_HP) for r in reqs]
+    monkeypatch.setattr(engine, "_delta_passes_through", lambda *a: False)
+    new = optimize_values(model, tiny_tokenizer, reqs, TEMPLATES, 1, component="mlp_out", hp=VALUE_HP)
+    for r, a, b in zip(reqs, ref, new):
+        assert b.diagnostics["n_forward"] == a.diagnostics["n_forward"]
+        assert_same_value(r, a, b)

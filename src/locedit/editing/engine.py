@@ -9,8 +9,10 @@ each row's lookup token ``t_i``, so in every step
   layer (causal attention): one no-grad **prefix pass** per fact, under its subject noise, caches
   the input of block ``l`` and every layer's keys/values (plus the keys and the initial value at
   the lookups, which ROME's update needs anyway);
-* each step **replays** only blocks ``l..L-1`` over positions ``t_i..`` of each row, attending to
-  the row's cached prefix keys/values (:func:`locedit.trace_passes.record_row_suffix_args`, the
+* each step **replays** only blocks ``l+1..L-1`` over positions ``t_i..`` of each row, attending
+  to the row's cached prefix keys/values; block ``l`` itself is not replayed where the delta
+  reaches its output unchanged (:func:`_delta_passes_through`): its output is the cached one plus
+  the delta (:func:`locedit.trace_passes.record_row_suffix_args`, the
   tracing engine's recorded-arguments machinery, with one prefix length per row);
 * only the positions that are read are unembedded (the target tokens and the KL token);
 * ``transformers``' five-kernel tanh-GELU is swapped for PyTorch's fused one
@@ -74,7 +76,8 @@ class _Fact:
     n_rw: int
     offsets: list[int]
     lengths: list[int]
-    block_in: torch.Tensor  # [rows, width, d_model] input of block l
+    start: torch.Tensor  # [rows, width, d_model] where the replay starts (see ``first``)
+    first: int  # first replayed block: l + 1 from block l's output, or l from its input
     keys: dict[int, torch.Tensor]  # layer >= l -> [rows, kv_heads, max offset, head_dim]
     values: dict[int, torch.Tensor]
     reads: list[tuple[int, int, int]]  # (row, position, token id) of every target token
@@ -131,11 +134,19 @@ def _prefix_pass(
         got["in"] = inputs[0][r_idx, l_idx].float() if inputs else None
         got["out"] = untuple(output)[r_idx, l_idx].float()
 
+    def keep(name):
+        def fn(module, inputs, output):
+            got[name] = untuple(output).detach()
+
+        return fn
+
     kv = DynamicCache(config=model.config)
     p_max = max(lookup)
     with subject_noise_ctx(model, tok, request, templates):
+        hooks = [(module_for(model, component, layer), post)]
+        hooks += [(module_for(model, c, layer), keep(c)) for c in ("block", "attn", "mlp")]
         with (
-            forward_hooks([(module_for(model, component, layer), post)]),
+            forward_hooks(hooks),
             _pre_hooks_with_kwargs([(module_for(model, "block", layer), pre)]),
         ):
             model(
@@ -146,13 +157,15 @@ def _prefix_pass(
                 **cache_kwargs(model, kv),
             )
     L = n_layers(model)
+    skip = component == "block" or _delta_passes_through(got, r_idx, l_idx)
     return _Fact(
         index=index,
         request=request,
         n_rw=len(rows) - 1,
         offsets=lookup,
         lengths=[len(r) for r in rows],
-        block_in=got["block_in"],
+        start=got["block"] if skip else got["block_in"],
+        first=layer + 1 if skip else layer,
         keys={j: kv.layers[j].keys[:, :, :p_max] for j in range(layer, L)},
         values={j: kv.layers[j].values[:, :, :p_max] for j in range(layer, L)},
         reads=reads,
@@ -163,12 +176,25 @@ def _prefix_pass(
     )
 
 
+def _delta_passes_through(got: dict, rows: torch.Tensor, pos: torch.Tensor) -> bool:
+    """Whether a delta on the down-projection's output reaches block l's output unchanged: the
+    projection is the MLP's last operation and the block adds the MLP's output to its residual
+    (out = in + attn + mlp, sequential or parallel). Then block l need not be replayed: its
+    output is the cached one plus the delta at the lookup token. Checked on this pass's values
+    at the lookups, so an architecture that normalises the MLP output first is replayed."""
+    block, mlp, attn, x = (got[k][rows, pos].float() for k in ("block", "mlp", "attn", "block_in"))
+    if not torch.equal(mlp, got["out"]):
+        return False
+    return torch.allclose(block, x + attn + mlp, rtol=1e-4, atol=1e-4 * float(block.abs().max()))
+
+
 @dataclass
 class _Batch:
     """The active facts' rows laid out for one replay: row ``b`` holds positions ``offset..``."""
 
     facts: list[_Fact]
-    hidden: torch.Tensor  # [rows, width, d_model]
+    first: int  # first replayed block (the edit layer's block itself, or the next one)
+    hidden: torch.Tensor  # [rows, width, d_model] input of block ``first``
     keys: dict[int, torch.Tensor]  # layer -> [rows, kv_heads, prefix, head_dim]
     values: dict[int, torch.Tensor]
     args: SuffixArgs
@@ -194,7 +220,7 @@ def _assemble(model: nn.Module, facts: list[_Fact], layer: int) -> _Batch:
     b0 = rw0 = 0
     for fi, f in enumerate(facts):
         for r, (o, n) in enumerate(zip(f.offsets, f.lengths)):
-            h = f.block_in[r, o:n]  # [n - o, d]
+            h = f.start[r, o:n]  # [n - o, d]
             hidden.append(F.pad(h, (0, 0, 0, width - h.shape[0])))
         for j in keys:
             k, v = f.keys[j], f.values[j]
@@ -213,13 +239,17 @@ def _assemble(model: nn.Module, facts: list[_Fact], layer: int) -> _Batch:
         rw0 += f.n_rw
     # the KL token is each fact's last row's lookup, suffix position 0
     kl_rows = [sum(len(g.offsets) for g in facts[: fi + 1]) - 1 for fi in range(len(facts))]
-    dev = facts[0].block_in.device
+    dev = facts[0].start.device
     keys_t = {j: torch.cat(ks) for j, ks in keys.items()}
     values_t = {j: torch.cat(vs) for j, vs in values.items()}
-    first = min(keys_t)
-    args = record_row_suffix_args(model, offsets, lengths, tuple(keys_t[first].shape), layer)
+    first = facts[0].first
+    if any(f.first != first for f in facts):
+        raise ValueError("facts of one replay must start at the same block")
+    shape = tuple(keys_t[min(keys_t)].shape)
+    args = record_row_suffix_args(model, offsets, lengths, shape, min(first, n_layers(model) - 1))
     return _Batch(
         facts=facts,
+        first=first,
         hidden=torch.stack(hidden),
         keys=keys_t,
         values=values_t,
@@ -239,17 +269,23 @@ def _assemble(model: nn.Module, facts: list[_Fact], layer: int) -> _Batch:
 def _replay(model: nn.Module, batch: _Batch, deltas: torch.Tensor, layer: int, component: str):
     """Log-probabilities ``[n_read, vocab]`` at the batch's read positions with ``deltas``
     ``[facts, d]`` added at each row's lookup token (suffix position 0) of ``component``."""
-    row_delta = deltas[batch.row_fact]  # [rows, d]
+    row_delta = deltas[batch.row_fact][:, None]  # [rows, 1, d]
+
+    def plus_delta(h: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h[:, :1] + row_delta.to(h.dtype), h[:, 1:]], dim=1)
 
     def add(module, inputs, output):
-        h = untuple(output)
-        h = torch.cat([h[:, :1] + row_delta[:, None].to(h.dtype), h[:, 1:]], dim=1)
+        h = plus_delta(untuple(output))
         return (h,) + tuple(output[1:]) if isinstance(output, tuple) else h
 
-    h = batch.hidden
-    sa = batch.args
-    with forward_hooks([(module_for(model, component, layer), add)]):
-        for j in range(layer, n_layers(model)):
+    h, sa = batch.hidden, batch.args
+    hooks = []
+    if batch.first == layer:  # replay block l with the delta on its module
+        hooks = [(module_for(model, component, layer), add)]
+    else:  # block l's cached output plus the delta (see _delta_passes_through)
+        h = plus_delta(h)
+    with forward_hooks(hooks):
+        for j in range(batch.first, n_layers(model)):
             sa.cache.prefix = {j: (batch.keys[j], batch.values[j])}
             h = untuple(module_for(model, "block", j)(h, *sa.args[j], **sa.kwargs[j]))
     sa.cache.prefix = {}
