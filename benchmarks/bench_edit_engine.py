@@ -115,8 +115,8 @@ def main() -> None:
     ap.add_argument("--variant", default="error_injection",
                     choices=["error_injection", "fact_erasure", "fact_amplification", "fact_forcing"])
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
-    ap.add_argument("--row-budget", type=int, default=256)
-    ap.add_argument("--max-facts", type=int, default=32)
+    ap.add_argument("--row-budget", type=int, default=None, help="default: config.yaml's")
+    ap.add_argument("--max-facts", type=int, default=None, help="default: config.yaml's")
     ap.add_argument("--no-flops", action="store_true", help="skip the (slow, untimed) FLOP count")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak (H100/H200 SXM)")
     args = ap.parse_args()
@@ -128,7 +128,11 @@ def main() -> None:
     toy = "toy" in str(desc)
     ctx = json.loads(TOY_TEMPLATES.read_text()) if toy and TOY_TEMPLATES.exists() else None
     stats = random_stats(model, seed=0)
-    engine = {"row_budget": args.row_budget, "max_facts": args.max_facts}
+    configured = yaml.safe_load((REPO / "config.yaml").read_text())["editing"]["engine"]
+    engine = {
+        "row_budget": args.row_budget or configured["row_budget"],
+        "max_facts": args.max_facts or configured["max_facts"],
+    }
     work = cases(args.edits, args.variant, d_model(model))
     print(f"{desc} on {args.device} ({args.dtype}, {args.threads} thread(s)); {args.variant}, layer "
           f"{layer}; {args.edits} edits per method and path; engine {engine}")  # fmt: skip
