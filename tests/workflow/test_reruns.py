@@ -131,10 +131,19 @@ def test_added_layer_adds_only_its_jobs(finished):
     new = max(layers) + 1
     jobs = _replan(workdir, {"editing": {"layers": layers + [new]}}, "layer")
     edits = _edit_jobs(jobs)
-    assert edits and {j["wildcards"]["layer"] for j in edits} == {str(new)}
-    per_layer = len(_edit_jobs(full)) // len(layers)
-    assert len(edits) == per_layer
-    assert all(j["reason"].startswith("Missing output files") for j in edits)
+    assert edits and all(j["reason"].startswith("Missing output files") for j in edits)
+    if config["editing"].get("layers_per_job") == 1:
+        assert {j["wildcards"]["layer"] for j in edits} == {str(new)}
+        per_layer = len(_edit_jobs(full)) // len(layers)
+        assert len(edits) == per_layer
+    else:
+        # One job per (variant, method, shard) edits every layer: each is replanned because its
+        # new layer's result is missing, and only that one (its other layers' results exist and
+        # come back from their per-layer checkpoints, test_edit_job_reuses_other_layers below).
+        assert len(edits) == len(_edit_jobs(full))
+        for job in edits:
+            missing = job["reason"].split(":", 1)[1].split(";")[0]
+            assert f"/{new}/" in missing and not any(f"/{layer}/" in missing for layer in layers)
     # The peak-layer histogram marks the edit layers, so it is redrawn; nothing else upstream.
     _assert_only(jobs, {"edit_facts", "plot_peak_layers"} | AGGREGATES, "editing.layers")
 
@@ -157,3 +166,27 @@ def test_code_reruns_follow_content_not_timestamps(finished):
     _assert_only(jobs, {"edit_facts"} | AGGREGATES, "src/locedit/editing/ft.py")
     methods = {j["wildcards"]["method"] for j in _edit_jobs(jobs)}
     assert methods and methods <= {"ft-1", "ft-5"}, methods
+
+
+def test_edit_job_reuses_other_layers(tmp_path):
+    """Checkpoints are per layer and their fingerprint leaves out the job's layer list, so a job
+    that gains a layer reuses its other layers' edits (and a per-layer job's are the same)."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    script = Path(__file__).resolve().parents[2] / "workflow" / "scripts" / "edit_facts.py"
+    spec = importlib.util.spec_from_file_location("edit_facts_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text("{}")
+
+    def job(layers, **changed):
+        params = dict(model={"source": "toy"}, hparams={"lr": 0.1}, engine={"batched": True},
+                      aggregation="mean", essence={"cap": 5}, batch_size=64, code="abc",
+                      layers=layers)  # fmt: skip
+        params.update(changed)
+        return SimpleNamespace(params=SimpleNamespace(**params), input=[str(inputs)])
+
+    assert module.fingerprint(job([0, 2])) == module.fingerprint(job([0, 2, 4])) == module.fingerprint(job([2]))
+    assert module.fingerprint(job([0, 2])) != module.fingerprint(job([0, 2], hparams={"lr": 0.2}))

@@ -99,8 +99,13 @@ def test_kill_9_mid_job_then_resume(tmp_path, tmp_path_factory):
     for cache, n in per_job.items():
         rel = cache.relative_to(workdir / "results")  # {model}/{dataset}/.cache/edit_facts/...
         model, dataset, _, rule, *wild = rel.parts
-        log = workdir / "logs" / rule / model / dataset / Path(*wild[:-1]) / f"{wild[-1]}.log"
-        m = re.search(r"reused (\d+) checkpointed", log.read_text())
+        # one log per layer's job, or one per job over every layer (editing.layers_per_job)
+        logs = workdir / "logs" / rule / model / dataset
+        log = logs / Path(*wild[:-1]) / f"{wild[-1]}.log"
+        if not log.exists():
+            log = logs / Path(*wild[:-2]) / "all" / f"{wild[-1]}.log"
+        where = re.escape(cache.relative_to(workdir).as_posix())
+        m = re.search(rf"reused (\d+) checkpointed edit\(s\) from {where}\n", log.read_text())
         assert m and int(m.group(1)) == n, f"{log}: expected {n} reused checkpoints:\n{log.read_text()[-2000:]}"
     # And the resumed workflow is complete: nothing left to do.
     proc = run(workdir, "-n", *TARGETS, configfile=cfg)

@@ -11,6 +11,11 @@ from snakemake.exceptions import WorkflowError
 
 EDITING = config["editing"]
 EDIT_SHARD = EDITING["shard_size"]
+# One edit job per layer (layers_per_job: 1, for clusters: the layers run in parallel), or one job
+# for every layer of a (variant, method, shard) (null: a job pays ~5 s of start-up on a CPU,
+# imports and model loading, which per-layer jobs pay once per layer). The result files are per
+# layer either way; so are the checkpoints, so adding a layer recomputes only its edits.
+EDIT_LAYER_DIR = "{layer}" if EDITING["layers_per_job"] == 1 else "all"
 
 # Each method's own modules: an edit job's code hash covers edit_facts.py and what it imports,
 # less the other methods' modules (editing_functions.smk, `edit_method_code`).
@@ -111,11 +116,11 @@ rule edit_facts:
         inputs="results/{model}/{dataset}/editing/inputs/{variant}/{shard}.json",
         model=model_input(),
     output:
-        edits="results/{model}/{dataset}/editing/{variant}/{method}/{layer}/{shard}.parquet",
+        edits=edit_outputs(),
     log:
-        "logs/edit_facts/{model}/{dataset}/{variant}/{method}/{layer}/{shard}.log",
+        f"logs/edit_facts/{{model}}/{{dataset}}/{{variant}}/{{method}}/{EDIT_LAYER_DIR}/{{shard}}.log",
     benchmark:
-        "benchmarks/edit_facts/{model}/{dataset}/{variant}/{method}/{layer}/{shard}.tsv"
+        f"benchmarks/edit_facts/{{model}}/{{dataset}}/{{variant}}/{{method}}/{EDIT_LAYER_DIR}/{{shard}}.tsv"
     conda:
         "../../envs/locedit.yaml"
     threads: 1
@@ -125,11 +130,15 @@ rule edit_facts:
         model=model_params(),
         hparams=lambda wildcards: edit_method_hparams(wildcards.method, wildcards.variant),
         engine=EDITING["engine"],
-        # Per-case checkpoints (undeclared; a rerun of a killed job resumes from them).
-        cache=lambda wildcards: (
-            f"results/{wildcards.model}/{wildcards.dataset}/.cache/edit_facts/"
-            f"{wildcards.variant}/{wildcards.method}/{wildcards.layer}/{wildcards.shard}"
-        ),
+        layers=edit_job_layers,
+        # Per-case checkpoints of each layer (undeclared; a rerun of a killed job resumes from them).
+        cache=lambda wildcards: {
+            str(layer): (
+                f"results/{wildcards.model}/{wildcards.dataset}/.cache/edit_facts/"
+                f"{wildcards.variant}/{wildcards.method}/{layer}/{wildcards.shard}"
+            )
+            for layer in edit_job_layers(wildcards)
+        },
         aggregation=EDITING["paraphrase_aggregation"],
         essence=EDITING["essence"],
         batch_size=EDITING["batch_size"],

@@ -22,6 +22,22 @@ def edit_method_code(method):
     return code_hash("workflow/scripts/edit_facts.py", *own, exclude=others)
 
 
+def edit_outputs():
+    """The edit job's result files: its layer's, or every layer's (`editing.layers_per_job`)."""
+    path = "results/{model}/{dataset}/editing/{variant}/{method}/{layer}/{shard}.parquet"
+    if EDITING["layers_per_job"] == 1:
+        return path
+    escaped = path.replace("{", "{{").replace("}", "}}").replace("{{layer}}", "{layer}")
+    return expand(escaped, layer=EDITING["layers"])
+
+
+def edit_job_layers(wildcards):
+    """The central layers one edit job edits, in the order of its result files."""
+    if EDITING["layers_per_job"] == 1:
+        return [int(wildcards.layer)]
+    return [int(layer) for layer in EDITING["layers"]]
+
+
 def edit_shard_paths():
     return expand(
         f"{RESULTS}/editing/{{variant}}/{{method}}/{{layer}}/{{shard}}.parquet",
@@ -35,8 +51,8 @@ def edit_shard_paths():
 def edit_stats_inputs(wildcards):
     """Covariance statistics and context templates for ROME/MEMIT jobs; nothing for FT.
 
-    editing_stats.smk provides `layer_stats_manifest(method, layer)` (the statistics the job's
-    layers need) once it is included by the Snakefile.
+    editing_stats.smk provides `layer_stats_manifest(method, layer)` (the statistics a layer
+    needs; one manifest for all layers today) once it is included by the Snakefile.
     """
     if wildcards.method not in EDIT_STATS_METHODS:
         return {}
@@ -46,8 +62,9 @@ def edit_stats_inputs(wildcards):
             "ROME/MEMIT jobs need workflow/rules/editing_stats.smk (layer_stats_manifest); "
             "include it in the Snakefile or drop rome/memit from editing.run_methods"
         )
+    stats = sorted({stats_fn(wildcards.method, layer) for layer in edit_job_layers(wildcards)})
     return {
-        "stats": stats_fn(wildcards.method, int(wildcards.layer)),
+        "stats": stats[0] if len(stats) == 1 else stats,
         "templates": f"{RESULTS}/editing/context_templates.json",
     }
 
