@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_editing import build, random_stats, sync, templates  # noqa: E402
+from bench_editing import add_model_args, build, random_stats, sync, templates  # noqa: E402
 from locedit.editing.driver import BATCHED, METHODS  # noqa: E402
 from locedit.editing.types import EditRequest, restore  # noqa: E402
 from locedit.hooks import subject_noise  # noqa: E402
@@ -101,14 +101,7 @@ def flops(fn) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="model directory or hub id (default: toy model if built)")
-    ap.add_argument("--random", action="store_true", help="random GPT-2 even if the toy model exists")
-    ap.add_argument("--gptj", action="store_true", help="random GPT-J-shaped model (use with cuda)")
-    ap.add_argument("--gptj-config", default="{}", help="JSON overrides of GPTJConfig (testing)")
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--width", type=int, default=128)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32")
+    add_model_args(ap)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--edits", type=int, default=24, help="edits per method and path")
     ap.add_argument("--layer", type=int, default=None, help="edit layer (default: n_layers // 4 + 1)")

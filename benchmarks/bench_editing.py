@@ -94,6 +94,18 @@ def fixture_tokenizer():
     return tok
 
 
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """The options :func:`build` reads: which model, on which device and dtype."""
+    ap.add_argument("--model", help="model directory or hub id (default: toy model or random GPT-2)")
+    ap.add_argument("--random", action="store_true", help="use a random GPT-2 even if the toy model exists")
+    ap.add_argument("--gptj", action="store_true", help="random GPT-J-shaped model (use with cuda)")
+    ap.add_argument("--gptj-config", default="{}", help="JSON overrides of GPTJConfig (testing)")
+    ap.add_argument("--layers", type=int, default=6, help="random GPT-2: blocks")
+    ap.add_argument("--width", type=int, default=128, help="random GPT-2: n_embd")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+
+
 def build(args):
     from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPTJConfig
 
@@ -241,14 +253,7 @@ def bench_stats(model, tok, n_docs: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="model directory or hub id (default: toy model or random GPT-2)")
-    ap.add_argument("--random", action="store_true", help="use a random GPT-2 even if the toy model exists")
-    ap.add_argument("--gptj", action="store_true", help="random GPT-J-shaped model (use with cuda)")
-    ap.add_argument("--gptj-config", default="{}", help="JSON overrides of GPTJConfig (testing)")
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--width", type=int, default=128)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32")
+    add_model_args(ap)
     ap.add_argument("--edits", type=int, default=5)
     ap.add_argument("--layer", type=int, default=None, help="edit layer (default: n_layers // 4 + 1)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
