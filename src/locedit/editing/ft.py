@@ -28,7 +28,7 @@ from locedit.editing.types import EditRequest, Snapshot, restore
 from locedit.hooks import forward_hooks
 from locedit.kernels import fused_activations
 from locedit.records import subject_token_range
-from locedit.scoring import encode_prompt_target, gather_target_logprobs, make_batch
+from locedit.scoring import encode_prompt_target, gather_target_logprobs, make_batch, right_pad
 from locedit.trace_passes import _pre_hooks_with_kwargs, _StopForward, record_row_suffix_args
 
 #: Facts finetuned together in one batched pass by default (each keeps a weight delta and Adam
@@ -246,8 +246,8 @@ def _draw_noises(fact: _FtFact) -> list[torch.Tensor] | None:
 @torch.no_grad()
 def _lower_pass(model, facts: list[_FtFact], low: int, noises, pad_id: int) -> list[torch.Tensor]:
     """Input of block ``low`` ``[rows, width, d]`` per fact (no grad: nothing below is trained)."""
-    rows = [r for f in facts for r in f.rows]
-    batch = make_batch_ids(rows, pad_id, next(model.parameters()).device)
+    device = next(model.parameters()).device
+    ids, mask = right_pad([r for f in facts for r in f.rows], pad_id)
     got = {}
 
     def stop(module, args, kwargs):
@@ -260,7 +260,7 @@ def _lower_pass(model, facts: list[_FtFact], low: int, noises, pad_id: int) -> l
         hooks = [(module_for(model, "embed"), _row_noise_hook(spans, noises))]
     with forward_hooks(hooks), _pre_hooks_with_kwargs([(module_for(model, "block", low), stop)]):
         try:
-            model(input_ids=batch[0], attention_mask=batch[1])
+            model(input_ids=ids.to(device), attention_mask=mask.to(device))
         except _StopForward:
             pass
     out, r0 = [], 0
@@ -268,16 +268,6 @@ def _lower_pass(model, facts: list[_FtFact], low: int, noises, pad_id: int) -> l
         out.append(got["h"][r0 : r0 + len(f.rows)])
         r0 += len(f.rows)
     return out
-
-
-def make_batch_ids(rows, pad_id, device):
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _ft_step_loss(model, facts, layers, params, low, block_ins):
