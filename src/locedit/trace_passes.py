@@ -182,6 +182,18 @@ def _swap(obj, old, new):
     return obj
 
 
+def _block_args(args, kwargs, cache, replay_cache) -> tuple[tuple, dict]:
+    """A block call's arguments without its hidden state, the recording pass's ``cache`` (if
+    any) swapped for the replay's."""
+    args, kwargs = tuple(args), dict(kwargs)
+    if cache is not None:
+        args, kwargs = _swap(args, cache, replay_cache), _swap(kwargs, cache, replay_cache)
+    if args:
+        return tuple(args[1:]), kwargs
+    kwargs.pop("hidden_states")
+    return args, kwargs
+
+
 class _StopForward(Exception):
     """Raised by a recording hook once the arguments it needs are recorded."""
 
@@ -211,11 +223,7 @@ def record_suffix_args(
 
     def pre(layer):
         def fn(module, args, kwargs):
-            args, kwargs = _swap(tuple(args), kv, out.cache), _swap(dict(kwargs), kv, out.cache)
-            if args:
-                args = tuple(args[1:])
-            else:
-                kwargs.pop("hidden_states")
+            args, kwargs = _block_args(args, kwargs, kv, out.cache)
             for j in range(L) if shared else (layer,):
                 out.args[j], out.kwargs[j] = args, kwargs
             if shared:
@@ -335,13 +343,7 @@ def record_row_suffix_args(
 
     def pre(layer):
         def fn(module, args, kwargs):
-            args, kwargs = tuple(args), dict(kwargs)
-            if kv is not None:
-                args, kwargs = _swap(args, kv, out.cache), _swap(kwargs, kv, out.cache)
-            if args:
-                args = tuple(args[1:])
-            else:
-                kwargs.pop("hidden_states")
+            args, kwargs = _block_args(args, kwargs, kv, out.cache)
             for j in range(first_layer, L) if shared else (layer,):
                 out.args[j], out.kwargs[j] = args, kwargs
             if layer == wanted[-1]:

@@ -96,3 +96,22 @@ def test_unknown_key_is_rejected_naming_it(tmp_path):
     proc = run(tmp_path, "-n", configfile=path, check=False)
     assert proc.returncode != 0
     assert "limt" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "key, value, named",
+    [
+        ("layers_per_job", 2, "On instance['editing']['layers_per_job']"),
+        ("engine", {"batched": True, "row_budget": 0}, "On instance['editing']['engine']['row_budget']"),
+        ("engine", {"max_facts": "many"}, "On instance['editing']['engine']['max_facts']"),
+        ("engine", {"batch": False}, "('batch' was unexpected)"),
+    ],
+)
+def test_bad_engine_settings_are_refused_by_the_schema(key, value, named):
+    """The editing engine's keys are checked when the workflow is planned, before any job, and
+    the error names the key (the instance path, not just the schema it prints)."""
+    config = copy.deepcopy(yaml.safe_load((REPO / "config.yaml").read_text()))
+    config["editing"][key] = value
+    with pytest.raises(Exception) as err:
+        validate(config, str(SCHEMA))
+    assert named in str(err.value)

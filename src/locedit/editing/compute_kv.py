@@ -134,7 +134,6 @@ def _device(model: nn.Module) -> torch.device:
 # --------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def module_io_at_lookup(
     model: nn.Module,
     tok: PreTrainedTokenizerBase,
@@ -147,30 +146,18 @@ def module_io_at_lookup(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Input and output of ``component`` at ``layer`` at each prompt's lookup token.
 
-    Runs under the request's subject noise (fact forcing).
+    Runs under the request's subject noise (fact forcing), through the whole model as the
+    authors' code does (this is the per-fact path, the engine's baseline).
 
     Returns:
         ``(inputs [n_prompts, d_in], outputs [n_prompts, d_out])`` in float32. For ``mlp_out``
         ``d_in`` = d_mlp (the keys) and ``d_out`` = d_model; for ``block`` both are d_model
         (the input is the residual stream entering the block; None if passed as a keyword).
     """
-    texts = [t.format(request.subject) for t in prompt_templates]
-    idx = [lookup_index(tok, t, request.subject, fact_token) for t in prompt_templates]
-    batch = pad_rows([encode_prompt(tok, x) for x in texts], _pad_id(tok), _device(model))
-    got: dict[str, torch.Tensor] = {}
-    rows = torch.arange(len(texts))
-    pos = torch.tensor(idx)
-
-    def hook(module, inputs, output):
-        # A block may receive its hidden states as a keyword (no positional input); only MEMIT's
-        # residual reads use blocks, and they need the output alone.
-        got["in"] = inputs[0][rows, pos].float() if inputs else None
-        got["out"] = untuple(output)[rows, pos].float()
-
-    with subject_noise_ctx(model, tok, request, prompt_templates):
-        with forward_hooks([(module_for(model, component, layer), hook)]):
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    return got["in"], got["out"]
+    got = lookup_reads(
+        model, tok, request, prompt_templates, [(component, layer)], fact_token=fact_token, stop=False
+    )
+    return got[(component, layer)]
 
 
 class _StopPass(Exception):
@@ -186,12 +173,15 @@ def lookup_reads(
     reads: Sequence[tuple[str, int]],
     *,
     fact_token: str = "subject_last",
+    stop: bool = True,
 ) -> dict[tuple[str, int], tuple[torch.Tensor | None, torch.Tensor]]:
-    """:func:`module_io_at_lookup` of several ``(component, layer)`` from **one** pass that stops
-    after the highest block read (nothing above it, nor the unembedding, is computed).
+    """Inputs and outputs of several ``(component, layer)`` at each prompt's lookup token, from
+    **one** pass under the request's subject noise, stopped after the highest block read
+    (nothing above it, nor the unembedding, is computed) unless ``stop`` is false.
 
     Returns:
-        ``{(component, layer): (inputs [n_prompts, d_in] | None, outputs [n_prompts, d_out])}``.
+        ``{(component, layer): (inputs [n_prompts, d_in] | None, outputs [n_prompts, d_out])}``
+        in float32 (see :func:`module_io_at_lookup`).
     """
     texts = [t.format(request.subject) for t in prompt_templates]
     idx = [lookup_index(tok, t, request.subject, fact_token) for t in prompt_templates]
@@ -201,16 +191,18 @@ def lookup_reads(
 
     def read(key):
         def hook(module, inputs, output):
+            # A block may receive its hidden states as a keyword (no positional input); only
+            # MEMIT's residual reads use blocks, and they need the output alone.
             got[key] = (inputs[0][rows, pos].float() if inputs else None, untuple(output)[rows, pos].float())
 
         return hook
 
-    def stop(module, inputs, output):
+    def halt(module, inputs, output):
         raise _StopPass
 
-    top = max(layer for _, layer in reads)
     hooks = [(module_for(model, c, layer), read((c, layer))) for c, layer in reads]
-    hooks.append((module_for(model, "block", top), stop))
+    if stop:
+        hooks.append((module_for(model, "block", max(layer for _, layer in reads)), halt))
     with subject_noise_ctx(model, tok, request, prompt_templates), forward_hooks(hooks):
         try:
             model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)

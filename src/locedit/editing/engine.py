@@ -10,10 +10,10 @@ each row's lookup token ``t_i``, so in every step
   the input of block ``l`` and every layer's keys/values (plus the keys and the initial value at
   the lookups, which ROME's update needs anyway);
 * each step **replays** only blocks ``l+1..L-1`` over positions ``t_i..`` of each row, attending
-  to the row's cached prefix keys/values; block ``l`` itself is not replayed where the delta
-  reaches its output unchanged (:func:`_delta_passes_through`): its output is the cached one plus
-  the delta (:func:`locedit.trace_passes.record_row_suffix_args`, the
-  tracing engine's recorded-arguments machinery, with one prefix length per row);
+  to the row's cached prefix keys/values (the tracing engine's recorded-arguments machinery,
+  :func:`locedit.trace_passes.record_row_suffix_args`, with one prefix length per row); block
+  ``l`` itself is not replayed where the delta reaches its output unchanged
+  (:func:`_delta_passes_through`): its output is the cached one plus the delta;
 * only the positions that are read are unembedded (the target tokens and the KL token);
 * ``transformers``' five-kernel tanh-GELU is swapped for PyTorch's fused one
   (:func:`locedit.kernels.fused_activations`; same formula, fused backward);
@@ -41,6 +41,8 @@ from locedit.adapters import module_for, n_layers, untuple
 from locedit.editing.compute_kv import (
     KL_PROMPT,
     ValueResult,
+    _device,
+    _pad_id,
     fill_template,
     lookup_index,
     pad_rows,
@@ -121,9 +123,7 @@ def _prefix_pass(
     templates, rows, reads, n_tgt, lookup = _rows(tok, request, context_templates, fact_token)
     if any(pos < lookup[row] for row, pos, _ in reads):
         raise ValueError(f"case {request.case_id}: a target token is read before the lookup token")
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    device = next(model.parameters()).device
-    batch = pad_rows(rows, pad, device)
+    batch = pad_rows(rows, _pad_id(tok), _device(model))
     r_idx, l_idx = torch.arange(len(rows)), torch.tensor(lookup)
     got: dict = {}
 
@@ -134,17 +134,21 @@ def _prefix_pass(
         got["in"] = inputs[0][r_idx, l_idx].float() if inputs else None
         got["out"] = untuple(output)[r_idx, l_idx].float()
 
-    def keep(name):
+    def keep(name, rows=slice(None), pos=slice(None)):
         def fn(module, inputs, output):
-            got[name] = untuple(output).detach()
+            got[name] = untuple(output)[rows, pos].detach()
 
         return fn
 
     kv = DynamicCache(config=model.config)
     p_max = max(lookup)
     with subject_noise_ctx(model, tok, request, templates):
-        hooks = [(module_for(model, component, layer), post)]
-        hooks += [(module_for(model, c, layer), keep(c)) for c in ("block", "attn", "mlp")]
+        hooks = [
+            (module_for(model, component, layer), post),
+            (module_for(model, "block", layer), keep("block")),
+        ]
+        # attention and MLP outputs only at the lookups, for _delta_passes_through
+        hooks += [(module_for(model, c, layer), keep(c, r_idx, l_idx)) for c in ("attn", "mlp")]
         with (
             forward_hooks(hooks),
             _pre_hooks_with_kwargs([(module_for(model, "block", layer), pre)]),
@@ -182,7 +186,8 @@ def _delta_passes_through(got: dict, rows: torch.Tensor, pos: torch.Tensor) -> b
     (out = in + attn + mlp, sequential or parallel). Then block l need not be replayed: its
     output is the cached one plus the delta at the lookup token. Checked on this pass's values
     at the lookups, so an architecture that normalises the MLP output first is replayed."""
-    block, mlp, attn, x = (got[k][rows, pos].float() for k in ("block", "mlp", "attn", "block_in"))
+    block, x = (got[k][rows, pos].float() for k in ("block", "block_in"))
+    mlp, attn = got["mlp"].float(), got["attn"].float()
     if not torch.equal(mlp, got["out"]):
         return False
     return torch.allclose(block, x + attn + mlp, rtol=1e-4, atol=1e-4 * float(block.abs().max()))
@@ -192,7 +197,6 @@ def _delta_passes_through(got: dict, rows: torch.Tensor, pos: torch.Tensor) -> b
 class _Batch:
     """The active facts' rows laid out for one replay: row ``b`` holds positions ``offset..``."""
 
-    facts: list[_Fact]
     first: int  # first replayed block (the edit layer's block itself, or the next one)
     hidden: torch.Tensor  # [rows, width, d_model] input of block ``first``
     keys: dict[int, torch.Tensor]  # layer -> [rows, kv_heads, prefix, head_dim]
@@ -217,6 +221,7 @@ def _assemble(model: nn.Module, facts: list[_Fact], layer: int) -> _Batch:
     keys: dict[int, list] = {j: [] for j in facts[0].keys}
     values: dict[int, list] = {j: [] for j in facts[0].keys}
     read_row, read_pos, read_tok, read_rw, n_tgt, rw_fact, first_rw = [], [], [], [], [], [], []
+    kl_rows = []  # the KL token is each fact's last row's lookup, suffix position 0
     b0 = rw0 = 0
     for fi, f in enumerate(facts):
         for r, (o, n) in enumerate(zip(f.offsets, f.lengths)):
@@ -237,8 +242,7 @@ def _assemble(model: nn.Module, facts: list[_Fact], layer: int) -> _Batch:
         first_rw.append(rw0)
         b0 += len(f.offsets)
         rw0 += f.n_rw
-    # the KL token is each fact's last row's lookup, suffix position 0
-    kl_rows = [sum(len(g.offsets) for g in facts[: fi + 1]) - 1 for fi in range(len(facts))]
+        kl_rows.append(b0 - 1)
     dev = facts[0].start.device
     keys_t = {j: torch.cat(ks) for j, ks in keys.items()}
     values_t = {j: torch.cat(vs) for j, vs in values.items()}
@@ -248,7 +252,6 @@ def _assemble(model: nn.Module, facts: list[_Fact], layer: int) -> _Batch:
     shape = tuple(keys_t[min(keys_t)].shape)
     args = record_row_suffix_args(model, offsets, lengths, shape, min(first, n_layers(model) - 1))
     return _Batch(
-        facts=facts,
         first=first,
         hidden=torch.stack(hidden),
         keys=keys_t,

@@ -29,7 +29,12 @@ from locedit.hooks import forward_hooks
 from locedit.kernels import fused_activations
 from locedit.records import subject_token_range
 from locedit.scoring import encode_prompt_target, gather_target_logprobs, make_batch, right_pad
-from locedit.trace_passes import _pre_hooks_with_kwargs, _StopForward, record_row_suffix_args
+from locedit.trace_passes import (
+    SuffixArgs,
+    _pre_hooks_with_kwargs,
+    _StopForward,
+    record_row_suffix_args,
+)
 
 #: Facts finetuned together in one batched pass by default (each keeps a weight delta and Adam
 #: state per edited layer, so this is also the memory knob). More is faster on a CPU (toy, one
@@ -56,6 +61,14 @@ def window_layers(center: int, window: int, total: int) -> list[int]:
     if window < 1:
         raise ValueError(f"edit window must be ≥ 1, got {window}")
     return list(range(max(0, center - window // 2), min(total, center - (-window // 2))))
+
+
+def _resolve(hparams: dict) -> dict:
+    """:data:`DEFAULTS` overlaid with ``hparams``; an unknown key is an error."""
+    unknown = set(hparams) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown FT hyperparameter(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **hparams}
 
 
 def _trainable(model: torch.nn.Module, layers: list[int], train_bias: bool) -> list[torch.nn.Parameter]:
@@ -103,10 +116,7 @@ def apply_ft(
         ``final_loss``, ``opt_seconds`` (forward/backward/Adam) and ``update_seconds``
         (the L∞ projections).
     """
-    hp = {**DEFAULTS, **hparams}
-    unknown = set(hparams) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown FT hyperparameter(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    hp = _resolve(hparams)
     layers = window_layers(layer, int(hp["window"]), n_layers(model))
     params = _trainable(model, layers, bool(hp["train_bias"]))
     snapshot = Snapshot()
@@ -199,7 +209,7 @@ def batchable(model: torch.nn.Module, hparams: dict) -> bool:
     depend on the parameter's value unless weight decay is on, and a float32 model adds D in
     float32 as the per-fact path's in-place update does; otherwise the per-fact path runs.
     """
-    hp = {**DEFAULTS, **hparams}
+    hp = _resolve(hparams)
     return float(hp["weight_decay"]) == 0.0 and next(model.parameters()).dtype == torch.float32
 
 
@@ -220,7 +230,7 @@ class _FtFact:
     t_upd: float = 0.0
 
 
-def _ft_fact(index, request, tok, n_rep, device) -> _FtFact:
+def _ft_fact(index, request, tok, n_rep) -> _FtFact:
     p, t = encode_prompt_target(tok, request.prompt.format(request.subject), request.target)
     noised = request.noise is not None
     return _FtFact(
@@ -270,32 +280,20 @@ def _lower_pass(model, facts: list[_FtFact], low: int, noises, pad_id: int) -> l
     return out
 
 
-def _ft_step_loss(model, facts, layers, params, low, block_ins):
-    """Per-fact losses ``[facts]`` of one forward from block ``low`` with each fact's deltas."""
-    L, n_rep = n_layers(model), len(facts[0].rows)
-    width = max(h.shape[1] for h in block_ins)
-    h = torch.cat([torch.nn.functional.pad(x, (0, 0, 0, width - x.shape[1])) for x in block_ins])
+@dataclass
+class _FtBatch:
+    """What a replay of the active facts needs besides their hidden states: the recorded block
+    arguments and the read positions. Rebuilt only when facts join or leave."""
+
+    args: SuffixArgs
+    read_row: torch.Tensor  # [n_read] row of every target token
+    read_pos: torch.Tensor  # [n_read]
+    read_tok: torch.Tensor  # [n_read]
+    n_rows: int
+
+
+def _ft_batch_layout(model, facts: list[_FtFact], low: int) -> _FtBatch:
     lengths = torch.tensor([len(r) for f in facts for r in f.rows])
-    sa = record_row_suffix_args(model, torch.zeros_like(lengths), lengths, None, low)
-    F_ = len(facts)
-
-    def hook(k):  # k-th trained layer: weight delta (and bias delta) per fact
-        def fn(module, inputs, output):
-            x = inputs[0]  # [rows, width, d_in]
-            d = torch.stack([f.deltas[2 * k if has_bias else k] for f in facts])  # [F, d_in, d_out]
-            add = torch.bmm(x.reshape(F_, n_rep * x.shape[1], -1), d).view(*output.shape[:2], -1)
-            if has_bias:
-                b = torch.stack([f.deltas[2 * k + 1] for f in facts])  # [F, d_out]
-                add = add + b.repeat_interleave(n_rep, 0)[:, None]
-            return output + add
-
-        return fn
-
-    has_bias = len(params) == 2 * len(layers)
-    hooks = [(module_for(model, "mlp_out", l), hook(k)) for k, l in enumerate(layers)]
-    with forward_hooks(hooks):
-        for j in range(low, L):
-            h = untuple(module_for(model, "block", j)(h, *sa.args[j], **sa.kwargs[j]))
     rr, pp, tt = [], [], []
     b = 0
     for f in facts:
@@ -304,13 +302,45 @@ def _ft_step_loss(model, facts, layers, params, low, block_ins):
             pp += pos
             tt += tgt
             b += 1
-    dev = h.device
-    sel = h[torch.tensor(rr, device=dev), torch.tensor(pp, device=dev)]  # [n_read, d]
+    dev = next(model.parameters()).device
+    return _FtBatch(
+        args=record_row_suffix_args(model, torch.zeros_like(lengths), lengths, None, low),
+        read_row=torch.tensor(rr, device=dev),
+        read_pos=torch.tensor(pp, device=dev),
+        read_tok=torch.tensor(tt, device=dev),
+        n_rows=b,
+    )
+
+
+def _ft_step_loss(model, facts, layers, params, low, block_ins, batch: _FtBatch):
+    """Per-fact losses ``[facts]`` of one forward from block ``low`` with each fact's deltas."""
+    L, n_rep, n_facts = n_layers(model), len(facts[0].rows), len(facts)
+    has_bias = len(params) == 2 * len(layers)  # [W, b] per layer, or W alone
+    width = max(h.shape[1] for h in block_ins)
+    h = torch.cat([torch.nn.functional.pad(x, (0, 0, 0, width - x.shape[1])) for x in block_ins])
+
+    def hook(k):  # k-th trained layer: weight delta (and bias delta) per fact
+        def fn(module, inputs, output):
+            x = inputs[0]  # [rows, width, d_in]
+            d = torch.stack([f.deltas[2 * k if has_bias else k] for f in facts])  # [F, d_in, d_out]
+            add = torch.bmm(x.reshape(n_facts, n_rep * x.shape[1], -1), d).view(*output.shape[:2], -1)
+            if has_bias:
+                b = torch.stack([f.deltas[2 * k + 1] for f in facts])  # [F, d_out]
+                add = add + b.repeat_interleave(n_rep, 0)[:, None]
+            return output + add
+
+        return fn
+
+    sa = batch.args
+    with forward_hooks([(module_for(model, "mlp_out", l), hook(k)) for k, l in enumerate(layers)]):
+        for j in range(low, L):
+            h = untuple(module_for(model, "block", j)(h, *sa.args[j], **sa.kwargs[j]))
+    sel = h[batch.read_row, batch.read_pos]  # [n_read, d]
     logits = module_for(model, "lm_head")(module_for(model, "final_norm")(sel))
-    tok_lp = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(tt, device=dev)[:, None])[:, 0]
-    row_lp = torch.zeros(b, device=dev).index_add(0, torch.tensor(rr, device=dev), tok_lp)  # [rows]
-    row_lp = row_lp.view(F_, n_rep)
-    minimize = torch.tensor([f.request.minimize for f in facts], device=dev)
+    tok_lp = torch.log_softmax(logits.float(), -1).gather(1, batch.read_tok[:, None])[:, 0]
+    row_lp = torch.zeros(batch.n_rows, device=h.device).index_add(0, batch.read_row, tok_lp)
+    row_lp = row_lp.view(n_facts, n_rep)  # [facts, copies]
+    minimize = torch.tensor([f.request.minimize for f in facts], device=h.device)
     return torch.where(minimize, torch.exp(row_lp).mean(1), -row_lp.mean(1))
 
 
@@ -334,14 +364,11 @@ def edit_ft_batch(
     ``(snapshot, info)`` with the fact's edit applied; the caller restores it before the next.
     Falls back to :func:`apply_ft` where the engine would not be exact (:func:`batchable`).
     """
-    hp = {**DEFAULTS, **hparams}
+    hp = _resolve(hparams)
     if not batchable(model, hparams):
         for r in requests:
             yield apply_ft(model, tok, r, layer, hparams)
         return
-    unknown = set(hparams) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown FT hyperparameter(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     layers = window_layers(layer, int(hp["window"]), n_layers(model))
     params = _trainable(model, layers, bool(hp["train_bias"]))
     low, eps, n_steps = layers[0], float(hp["norm_constraint"]), int(hp["num_steps"])
@@ -352,7 +379,8 @@ def edit_ft_batch(
     shapes = [tuple(p.shape) if (p.ndim == 1 or conv) else tuple(p.shape[::-1]) for p in params]
     pending = list(enumerate(requests))
     active: list[_FtFact] = []
-    t_start = time.perf_counter()
+    layout: _FtBatch | None = None
+    busy, t0 = 0.0, time.perf_counter()  # the engine's own time (not the caller's, between yields)
     n_done = 0
     finished: list[tuple[_FtFact, float]] = []
     while pending or active:
@@ -360,11 +388,12 @@ def edit_ft_batch(
         while pending and len(active) < max_facts:
             i, req = pending.pop(0)
             n_rep = int(hp["num_noise_samples"]) if req.noise is not None else 1
-            f = _ft_fact(i, req, tok, n_rep, device)
+            f = _ft_fact(i, req, tok, n_rep)
             f.deltas = [torch.zeros(sh, device=device, requires_grad=True) for sh in shapes]
             f.opt = torch.optim.Adam(f.deltas, lr=float(hp["lr"]))
             active.append(f)
             joined.append(f)
+            layout = None
         if len({len(f.rows) for f in active}) != 1:
             raise ValueError("facts of one FT batch must have the same number of noised copies")
         fresh = active[0].span is not None and len(active[0].rows) > 1
@@ -375,8 +404,10 @@ def edit_ft_batch(
             for f in joined:
                 f.block_in = _lower_pass(model, [f], low, _draw_noises(f), pad)[0]
             block_ins = [f.block_in for f in active]
+        if layout is None:
+            layout = _ft_batch_layout(model, active, low)
         with fused_activations(model):  # not across the yields below: evaluation is unmodified
-            loss = _ft_step_loss(model, active, layers, params, low, block_ins)
+            loss = _ft_step_loss(model, active, layers, params, low, block_ins, layout)
             values = loss.detach().tolist()
             going = [k for k, f in enumerate(active) if values[k] >= float(hp["stop_loss"])]
             if going:
@@ -396,16 +427,18 @@ def edit_ft_batch(
                 still.append(f)
             else:
                 finished.append((f, values[k]))
+        if len(still) < len(active):
+            layout = None
         active = still
         # yield finished facts in request order as soon as all earlier ones are done
         finished.sort(key=lambda x: x[0].index)
         while finished and finished[0][0].index == n_done:
             f, final_loss = finished.pop(0)
             n_done += 1
+            busy += time.perf_counter() - t0
             # opt_seconds: the fact's share of the engine's time so far (the work is shared)
-            share = (time.perf_counter() - t_start) / n_done
-            yield _apply_deltas(model, f, params, conv, layers, final_loss, share)
-            t_start = time.perf_counter() - share * n_done
+            yield _apply_deltas(model, f, params, conv, layers, final_loss, busy / n_done)
+            t0 = time.perf_counter()
 
 
 @torch.no_grad()
