@@ -10,9 +10,11 @@ file names a module path (TransformerLens / pyvene convention, see spec/style.md
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch only in annotations: planning reads the registry without importing it
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,8 @@ class ArchAdapter:
         mlp_out: the MLP down-projection (edit target). Its *input* is the ROME key k.
         final_norm: the last layer norm before the unembedding.
         lm_head: the unembedding.
-        n_layers_attr / d_model_attr: names of the HF config attributes.
+        n_layers_attr / d_model_attr / n_ctx_attr: names of the HF config attributes (depth,
+            residual width, context length).
         conv1d: True when weights are stored as ``transformers`` ``Conv1D`` (``[d_in, d_out]``),
             i.e. transposed with respect to ``nn.Linear`` (``[d_out, d_in]``).
     """
@@ -41,6 +44,7 @@ class ArchAdapter:
     lm_head: str
     n_layers_attr: str
     d_model_attr: str
+    n_ctx_attr: str
     conv1d: bool = False
 
 
@@ -54,6 +58,7 @@ _GPT2 = ArchAdapter(
     lm_head="lm_head",
     n_layers_attr="n_layer",
     d_model_attr="n_embd",
+    n_ctx_attr="n_positions",
     conv1d=True,  # GPT-2 stores c_fc / c_proj as Conv1D: weight is [d_in, d_out]
 )
 _GPTJ = ArchAdapter(
@@ -66,6 +71,7 @@ _GPTJ = ArchAdapter(
     lm_head="lm_head",
     n_layers_attr="n_layer",
     d_model_attr="n_embd",
+    n_ctx_attr="n_positions",
 )
 _NEOX = ArchAdapter(
     embed="gpt_neox.embed_in",
@@ -77,6 +83,7 @@ _NEOX = ArchAdapter(
     lm_head="lm_head",  # transformers >= 5 (4.x named it embed_out)
     n_layers_attr="num_hidden_layers",
     d_model_attr="hidden_size",
+    n_ctx_attr="max_position_embeddings",
 )
 _LLAMA = ArchAdapter(
     embed="model.embed_tokens",
@@ -88,6 +95,7 @@ _LLAMA = ArchAdapter(
     lm_head="lm_head",
     n_layers_attr="num_hidden_layers",
     d_model_attr="hidden_size",
+    n_ctx_attr="max_position_embeddings",
 )
 
 #: The registry, keyed by ``config.architectures[0]`` (or the model class name).
@@ -124,6 +132,24 @@ def get_adapter(model: nn.Module) -> ArchAdapter:
             f"unsupported architecture {arch!r}; supported: {', '.join(sorted(ADAPTERS))}. "
             "Add an ArchAdapter entry to locedit.adapters.ADAPTERS."
         ) from None
+
+
+def config_shape(config: dict) -> tuple[str, int, int]:
+    """``(architecture, n_layers, context length)`` of a model from its ``config.json`` contents,
+    without loading it (the workflow checks edit layers and prompt lengths before any model job).
+
+    Raises:
+        KeyError: the architecture is not registered (message lists the supported ones).
+    """
+    archs = config.get("architectures") or []
+    arch = archs[0] if archs else str(config.get("model_type", "<unknown>"))
+    if arch not in ADAPTERS:
+        raise KeyError(
+            f"unsupported architecture {arch!r}; supported: {', '.join(sorted(ADAPTERS))}. "
+            "Add an ArchAdapter entry to locedit.adapters.ADAPTERS."
+        )
+    adapter = ADAPTERS[arch]
+    return arch, int(config[adapter.n_layers_attr]), int(config[adapter.n_ctx_attr])
 
 
 def n_layers(model: nn.Module) -> int:

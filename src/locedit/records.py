@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from string import Formatter
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from locedit.scoring import encode_prompt
+from locedit.scoring import encode_prompt, encode_prompt_target
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +38,65 @@ class RecordError(ValueError):
     """One or more records are malformed; the message names each ``case_id`` and problem."""
 
 
-def load_counterfact(path: str | Path) -> list[dict]:
-    """Records of a CounterFact JSON file (a list of records), in file order."""
-    data = json.loads(Path(path).read_text())
+def read_json(path: str | Path):
+    """The JSON value in ``path``; :class:`RecordError` naming the file (and where) when it is
+    missing, empty, not UTF-8 or not JSON."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise RecordError(f"{path}: cannot read: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise RecordError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    if not text.strip():
+        raise RecordError(f"{path}: the file is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RecordError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
+            "truncated?"
+        ) from None
+
+
+def load_counterfact(path: str | Path) -> list:
+    """Records of a CounterFact JSON file (a list of records), in file order, unvalidated."""
+    data = read_json(path)
     if not isinstance(data, list):
-        raise RecordError(f"{path}: expected a JSON list of CounterFact records")
+        raise RecordError(
+            f"{path}: expected a JSON list of CounterFact records, got a {type(data).__name__}"
+        )
     return data
+
+
+#: zsRE fields: name -> (required, kind); kind "str" or "list" (of non-empty strings).
+ZSRE_FIELDS = {"src": (True, "str"), "subject": (True, "str"), "answers": (True, "list"),
+               "rephrase": (True, "str"), "loc": (False, "str")}
+
+
+def zsre_problems(raw) -> list[str]:
+    """Problems of ``zsre_mend_eval`` entries (by position) that would stop the conversion."""
+    if not isinstance(raw, list):
+        return [f"expected a JSON list of zsRE records, got a {type(raw).__name__}"]
+    if not raw:
+        return ["no records (the study needs at least one)"]
+    problems = []
+    for i, r in enumerate(raw):
+        if not isinstance(r, dict):
+            problems.append(f"zsRE record #{i}: is a JSON {type(r).__name__}, not an object")
+            continue
+        for key, (required, kind) in ZSRE_FIELDS.items():
+            if key not in r:
+                if required:
+                    problems.append(f"zsRE record #{i}: missing key {key!r}")
+                continue
+            v = r[key]
+            ok = (isinstance(v, str) and (bool(v.strip()) or not required)) if kind == "str" else (
+                isinstance(v, list) and bool(v) and all(isinstance(a, str) and a.strip() for a in v))
+            if not ok:
+                what = "a non-empty string" if kind == "str" else "a non-empty list of strings"
+                problems.append(f"zsRE record #{i}: {key} must be {what}")
+    return problems
 
 
 def convert_zsre(raw: Sequence[dict], *, seed: int = 0) -> list[dict]:
@@ -82,7 +137,10 @@ def convert_zsre(raw: Sequence[dict], *, seed: int = 0) -> list[dict]:
 
 
 def load_zsre(path: str | Path, *, seed: int = 0) -> list[dict]:
-    return convert_zsre(json.loads(Path(path).read_text()), seed=seed)
+    """``zsre_mend_eval`` entries of ``path``, checked and converted to CounterFact records."""
+    raw = read_json(path)
+    raise_record_problems(zsre_problems(raw), str(path))
+    return convert_zsre(raw, seed=seed)
 
 
 def load_records(path: str | Path, fmt: str, *, seed: int = 0) -> list[dict]:
@@ -121,73 +179,162 @@ def subject_token_range(
     return toks[0], toks[-1] + 1
 
 
-def _get(record: dict, dotted: str):
-    cur = record
-    for key in dotted.split("."):
-        if not isinstance(cur, dict) or key not in cur:
-            raise KeyError(dotted)
-        cur = cur[key]
-    return cur
+#: Record fields that are lists of prompt strings: required, and optional (CounterFact has both).
+PROMPT_LISTS = ("paraphrase_prompts", "neighborhood_prompts")
+OPTIONAL_PROMPT_LISTS = ("attribute_prompts", "generation_prompts")
 
 
-REQUIRED_KEYS = (
-    "case_id",
-    "requested_rewrite.prompt",
-    "requested_rewrite.subject",
-    "requested_rewrite.relation_id",
-    "requested_rewrite.target_true.str",
-    "requested_rewrite.target_new.str",
-    "paraphrase_prompts",
-    "neighborhood_prompts",
-)
+@dataclass(frozen=True)
+class LengthLimits:
+    """Token budgets a record must fit (prompt lengths are checked against the model's context).
+
+    Attributes:
+        n_ctx: the model's context length.
+        generate: tokens generated after the requested prompt (the known-fact filter's
+            ``filter.max_new_tokens``; it also covers the few tokens of a ROME/MEMIT context
+            template put before the prompt).
+    """
+
+    n_ctx: int
+    generate: int = 0
 
 
-def record_problems(record: dict, tokenizer: PreTrainedTokenizerBase | None = None) -> list[str]:
-    """Problems of one record (empty when valid). With a tokenizer, also locate the subject."""
+def _nonempty_str(value) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _template_problem(prompt: str) -> str | None:
+    """Why ``prompt`` is not a template with exactly one ``{}`` slot (None when it is)."""
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in Formatter().parse(prompt) if name is not None]
+    except ValueError as err:  # unbalanced braces
+        return f"is not a valid template ({err}); write literal braces as {{{{ }}}}"
+    if fields != [("", "", None)]:
+        return "must contain exactly one '{}' slot and no other {...} field"
+    return None
+
+
+def _rewrite_problems(rw) -> list[str]:
+    if not isinstance(rw, dict):
+        return ["requested_rewrite: missing or not an object"]
     problems = []
-    for key in REQUIRED_KEYS:
-        try:
-            _get(record, key)
-        except KeyError:
-            problems.append(f"missing key {key!r}")
-    if problems:
-        return problems
-    rw = record["requested_rewrite"]
-    if not isinstance(rw["prompt"], str) or rw["prompt"].count("{}") != 1:
-        problems.append(f"requested_rewrite.prompt {rw['prompt']!r} must contain '{{}}' once")
-    if not str(rw["subject"]).strip():
-        problems.append("empty requested_rewrite.subject")
+    prompt = rw.get("prompt")
+    if not isinstance(prompt, str):
+        problems.append("requested_rewrite.prompt: missing or not a string")
+    elif (why := _template_problem(prompt)) is not None:
+        problems.append(f"requested_rewrite.prompt {prompt!r} {why}")
+    if not _nonempty_str(rw.get("subject")):
+        problems.append("requested_rewrite.subject: missing, empty or not a string")
+    if not (_nonempty_str(rw.get("relation_id")) or type(rw.get("relation_id")) is int):
+        problems.append("requested_rewrite.relation_id: missing or not a string")
     for key in ("target_true", "target_new"):
-        if not str(rw[key]["str"]).strip():
-            problems.append(f"empty requested_rewrite.{key}.str")
-    for key in ("paraphrase_prompts", "neighborhood_prompts"):
-        if not isinstance(record[key], list) or not all(isinstance(p, str) for p in record[key]):
-            problems.append(f"{key} must be a list of strings")
-    if tokenizer is not None and not problems:
-        try:
-            subject_token_range(tokenizer, rw["prompt"], rw["subject"])
-        except ValueError as err:
-            problems.append(str(err))
+        target = rw.get(key)
+        if not isinstance(target, dict) or not _nonempty_str(target.get("str")):
+            problems.append(f"requested_rewrite.{key}.str: missing, empty or not a string")
+    if not problems and rw["target_true"]["str"].strip() == rw["target_new"]["str"].strip():
+        problems.append("requested_rewrite.target_new.str equals target_true.str (nothing to edit)")
     return problems
 
 
+def _token_problems(record: dict, tokenizer, limits: LengthLimits | None) -> list[str]:
+    rw = record["requested_rewrite"]
+    try:
+        subject_token_range(tokenizer, rw["prompt"], rw["subject"])
+    except ValueError as err:
+        return [str(err)]
+    if limits is None:
+        return []
+    longest_target = max(
+        len(encode_prompt_target(tokenizer, "", rw[k]["str"])[1]) for k in ("target_true", "target_new")
+    )
+    problems = []
+    fact = len(encode_prompt(tokenizer, rw["prompt"].format(rw["subject"])))
+    need = fact + max(limits.generate, longest_target)
+    if need > limits.n_ctx:
+        problems.append(
+            f"requested_rewrite.prompt: {fact} tokens + {need - fact} generated/target "
+            f"tokens exceed the model's context of {limits.n_ctx}"
+        )
+    for key in PROMPT_LISTS + OPTIONAL_PROMPT_LISTS:
+        for i, prompt in enumerate(record.get(key) or []):
+            n = len(encode_prompt(tokenizer, prompt)) + longest_target
+            if n > limits.n_ctx:
+                problems.append(f"{key}[{i}]: {n} tokens with its target exceed the context of {limits.n_ctx}")
+    return problems
+
+
+def record_problems(
+    record, tokenizer: PreTrainedTokenizerBase | None = None, limits: LengthLimits | None = None
+) -> list[str]:
+    """Problems of one record (empty when valid), each naming the field at fault.
+
+    Checks every field's type and shape; with a tokenizer also that the subject is found among the
+    prompt's tokens and, with ``limits``, that every prompt fits the model's context.
+    """
+    if not isinstance(record, dict):
+        return [f"is a JSON {type(record).__name__}, not an object (a CounterFact record)"]
+    problems = _rewrite_problems(record.get("requested_rewrite"))
+    for key in PROMPT_LISTS + OPTIONAL_PROMPT_LISTS:
+        if key not in record and key in PROMPT_LISTS:
+            problems.append(f"{key}: missing (a list of prompt strings, possibly empty)")
+        elif key in record and (
+            not isinstance(record[key], list) or not all(_nonempty_str(p) for p in record[key])
+        ):
+            problems.append(f"{key}: must be a list of non-empty strings")
+    if tokenizer is not None and not problems:
+        problems += _token_problems(record, tokenizer, limits)
+    return problems
+
+
+def _case_id_problem(cid) -> str | None:
+    if type(cid) is not int:  # bool is an int subclass; "1004" and 1004.0 are not ids
+        return f"must be a JSON integer, got {type(cid).__name__} {cid!r}"
+    if cid < 0:
+        return f"must be >= 0, got {cid}"
+    return None
+
+
 def validate_records(
-    records: Iterable[dict], tokenizer: PreTrainedTokenizerBase | None = None
+    records,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    limits: LengthLimits | None = None,
+    *,
+    source: str = "the dataset",
 ) -> None:
-    """Raise :class:`RecordError` naming every bad record (by ``case_id``) and its problem."""
-    errors, seen = [], set()
+    """Raise :class:`RecordError` naming every bad record and its problem.
+
+    Records are named by ``case_id`` (by position when the id itself is bad); ids must be
+    non-negative integers and unique; an empty list is an error.
+    """
+    if not isinstance(records, list):
+        raise RecordError(f"{source}: expected a JSON list of records, got {type(records).__name__}")
+    if not records:
+        raise RecordError(f"{source}: no records (the study needs at least one)")
+    errors: list[str] = []
+    seen: dict[int, int] = {}
     for pos, record in enumerate(records):
-        cid = record.get("case_id", f"<record #{pos} without case_id>")
-        for problem in record_problems(record, tokenizer):
-            errors.append(f"case_id {cid}: {problem}")
-        if "case_id" in record:
-            if cid in seen:
-                errors.append(f"case_id {cid}: duplicate case_id")
-            seen.add(cid)
-    if errors:
-        shown = "\n  ".join(errors[:50])
-        more = f"\n  … and {len(errors) - 50} more" if len(errors) > 50 else ""
-        raise RecordError(f"{len(errors)} problem(s) in the dataset:\n  {shown}{more}")
+        name = f"record #{pos}"
+        if isinstance(record, dict):
+            if "case_id" not in record:
+                errors.append(f"{name}: missing key 'case_id'")
+            elif (why := _case_id_problem(record["case_id"])) is not None:
+                errors.append(f"{name}: case_id {why}")
+            else:
+                cid = record["case_id"]
+                name = f"case_id {cid}"
+                if cid in seen:
+                    errors.append(f"{name}: duplicate case_id (records #{seen[cid]} and #{pos})")
+                seen.setdefault(cid, pos)
+        errors += [f"{name}: {problem}" for problem in record_problems(record, tokenizer, limits)]
+    raise_record_problems(errors, source)
+
+
+def raise_record_problems(problems: list[str], source: str, shown: int = 50) -> None:
+    """Raise :class:`RecordError` listing ``problems`` (the first ``shown``); no-op when empty."""
+    if problems:
+        lines = "\n  ".join(problems[:shown])
+        more = f"\n  … and {len(problems) - shown} more" if len(problems) > shown else ""
+        raise RecordError(f"{len(problems)} problem(s) in {source}:\n  {lines}{more}")
 
 
 def flat_fact(record: dict) -> dict:

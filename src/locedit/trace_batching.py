@@ -45,20 +45,15 @@ from torch import nn
 from locedit.adapters import module_for, n_layers, untuple
 from locedit.hooks import forward_hooks
 from locedit.kernels import mlp_only_where
+from locedit.layer_windows import window_bounds
 from locedit.trace_passes import PassCache, SuffixArgs, expand_args
 
 #: Tracing kind -> the adapter component whose output is restored.
 KIND_COMPONENT = {"hidden": "block", "mlp": "mlp", "attn": "attn"}
 
 
-def window_layers(centre: int, window: int, n_layer: int) -> tuple[int, int]:
-    """Layers ``[a, b)`` restored for centre ``centre``: ``[ℓ - w//2, ℓ + ceil(w/2))`` clipped.
-
-    This is the authors' rule (paper-spec §3.6): w=5 → [ℓ-2, ℓ+2], w=10 → [ℓ-5, ℓ+4].
-    """
-    if window < 1:
-        raise ValueError(f"tracing window must be >= 1, got {window}")
-    return max(0, centre - window // 2), min(n_layer, centre - (-window // 2))
+#: The tracing windows' rule (one definition, locedit.layer_windows).
+window_layers = window_bounds
 
 
 def _retuple(output, hidden: torch.Tensor):

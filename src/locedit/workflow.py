@@ -88,3 +88,16 @@ def job_fingerprint(settings: dict, inputs: Iterable[str]) -> str:
             h.update(Path(path).read_bytes())
             h.update(str(Path(path).stat().st_mtime_ns).encode())
     return h.hexdigest()[:16]
+
+
+def records_digest(records: list) -> str:
+    """SHA-256 of the records' canonical JSON: what ``validate_inputs`` checked is what
+    ``prepare_records`` publishes."""
+    return hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
+
+
+def fail(message: str) -> None:
+    """End the job with ``message`` in its log and on stderr, without a traceback: for input
+    problems a person fixes (the message says what and where), not bugs."""
+    logging.getLogger("locedit").error("%s", message)
+    raise SystemExit(1)

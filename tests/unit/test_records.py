@@ -56,25 +56,11 @@ def test_zsre_drops_questions_without_subject(caplog):
     assert "indices [1]" in caplog.text
 
 
-@pytest.mark.parametrize(
-    "mutate, message",
-    [
-        (lambda r: r["requested_rewrite"].pop("subject"), "missing key 'requested_rewrite.subject'"),
-        (lambda r: r["requested_rewrite"].update(prompt="no slot here"), "requested_rewrite.prompt 'no slot here' must contain '{}' once"),
-        (lambda r: r["requested_rewrite"]["target_new"].update(str="  "), "empty requested_rewrite.target_new.str"),
-        (lambda r: r.pop("paraphrase_prompts"), "missing key 'paraphrase_prompts'"),
-        (lambda r: r["requested_rewrite"].update(prompt="{}"), None),
-    ],
-)
-def test_validation_names_case_and_problem(counterfact_records, tiny_tokenizer, mutate, message):
+def test_bare_slot_prompt_is_valid(counterfact_records, tiny_tokenizer):
+    # A bare "{}" prompt is odd but valid (the malformed cases are in test_record_corpus.py).
     records = copy.deepcopy(counterfact_records)
-    mutate(records[2])
-    if message is None:  # a bare "{}" prompt is odd but valid
-        validate_records(records, tiny_tokenizer)
-        return
-    with pytest.raises(RecordError) as err:
-        validate_records(records, tiny_tokenizer)
-    assert f"case_id 2: {message}" in str(err.value)
+    records[2]["requested_rewrite"]["prompt"] = "{}"
+    validate_records(records, tiny_tokenizer)
 
 
 def test_duplicate_case_id(counterfact_records):

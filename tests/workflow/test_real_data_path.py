@@ -29,6 +29,8 @@ def _config(model_dir, data_path, fmt, name):
     cfg = reduced_config()
     cfg["model"].update(name="local", source=str(model_dir), device="cpu")
     cfg["dataset"].update(name=name, source="path", path=str(data_path), format=fmt, limit=4)
+    cfg.setdefault("editing", {})["layers"] = [0, 1]  # the stand-in model has 2 layers (checked when planned)
+    cfg.setdefault("filter", {})["min_known"] = 0  # a random model knows no fact; the table is the point
     # A real model needs real text for ROME/MEMIT's statistics (the planner refuses otherwise).
     corpus = model_dir / "corpus.txt"
     corpus.write_text("The Eiffel Tower is in Paris.\nDanielle Darrieux spoke French.\n")
@@ -60,6 +62,7 @@ def test_bad_record_fails_before_model_jobs(tmp_path, local_model_dir):
     proc = snakemake(tmp_path, "--cores", "1", "results/local/bad/facts.parquet", configfile=cfg,
                      check=False)
     assert proc.returncode != 0
-    log = (tmp_path / "logs" / "prepare_records" / "local" / "bad.log").read_text()
-    assert "case_id 1: requested_rewrite.prompt 'a prompt without a slot' must contain '{}' once" in log
+    log = (tmp_path / "logs" / "validate_inputs" / "local" / "bad.log").read_text()
+    assert ("case_id 1: requested_rewrite.prompt 'a prompt without a slot' must contain exactly "
+            "one '{}' slot") in log
     assert not (tmp_path / "results" / "local" / "bad" / "facts.parquet").exists()

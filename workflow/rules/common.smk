@@ -2,12 +2,43 @@
 import ast
 import hashlib
 import math
+import sys
 from functools import cache
 from pathlib import Path
 
+import yaml
 from snakemake.utils import validate
 
-validate(config, schema="../schemas/config.schema.yaml")
+# The package's plain-Python checks run at planning (no torch import); use this checkout's copy.
+sys.path.insert(0, str(Path(workflow.basedir, "src")))
+from locedit.validation import (
+    canonicalize_in_place,
+    coerce_overrides,
+    config_problems,
+    planned_model_shape,
+    raise_problems,
+    schema_problems,
+)
+
+CONFIG_SCHEMA = yaml.safe_load(
+    Path(workflow.basedir, "workflow/schemas/config.schema.yaml").read_text()
+)
+CONFIG_ORIGIN = "the config ({})".format(
+    ", ".join(
+        [str(f) for f in workflow.configfiles]
+        + (["--config"] if workflow.config_settings.overwrite_config else [])
+    )
+)
+coerce_overrides(config, workflow.config_settings.overwrite_config, CONFIG_SCHEMA)
+# Every problem at once, one line each (Snakemake's own message prints the whole schema).
+raise_problems(schema_problems(config, CONFIG_SCHEMA), CONFIG_ORIGIN)
+validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
+# Params compare by repr: the same values in another key order (yaml.safe_dump sorts) must not rerun.
+canonicalize_in_place(config)
+# Cross-key and model-shape checks before anything is scheduled, so a wrong value can neither
+# start a job nor delete a good output; validate_inputs repeats them where planning cannot see.
+PLANNED_SHAPE, _shape_problems = planned_model_shape(config)
+raise_problems(_shape_problems + config_problems(config, PLANNED_SHAPE), CONFIG_ORIGIN)
 
 MODEL = config["model"]["name"]
 DATASET = config["dataset"]["name"]
@@ -84,6 +115,18 @@ def model_source():
 def model_input():
     """The toy model as a rule input when it is built by this workflow, else nothing."""
     return [f"{TOY_MODEL_DIR}/config.json"] if config["model"]["source"] == "toy" else []
+
+
+def validated_model_input():
+    """The model input of every job that loads a model for the study: the model and the records'
+    validation report, so that none starts before, or after a failed, validation.
+
+    validate_inputs reruns only when what the records depend on changes (dataset, model, filter
+    length), i.e. when these jobs rerun anyway. compute_layer_stats is the exception: it needs
+    only the model (checked when planned), and its protected output must not be rerun by a
+    dataset change.
+    """
+    return model_input() + [f"{RESULTS}/validation.json"]
 
 
 def model_params():

@@ -50,15 +50,38 @@ rule download_dataset:
         "../../envs/locedit.yaml"
     params:
         url=config["dataset"]["url"],
+        sha256=config["dataset"]["sha256"],
         code=code_hash("workflow/scripts/download_dataset.py"),
     script:
         "../scripts/download_dataset.py"
 
 
-rule prepare_records:
+rule validate_inputs:
     input:
         raw=dataset_input(),
         model=model_input(),
+    output:
+        report="results/{model}/{dataset}/validation.json",
+    log:
+        "logs/validate_inputs/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    params:
+        fmt=dataset_format(),
+        limit=config["dataset"]["limit"],
+        seed=config["seed"],
+        model_source=lambda wildcards: model_source(),
+        # The known-fact filter's generated tokens must fit the context after every prompt.
+        generate=config["filter"]["max_new_tokens"],
+        code=code_hash("workflow/scripts/validate_inputs.py"),
+    script:
+        "../scripts/validate_inputs.py"
+
+
+rule prepare_records:
+    input:
+        raw=dataset_input(),
+        report="results/{model}/{dataset}/validation.json",
     output:
         records="results/{model}/{dataset}/records.json",
     log:
@@ -69,7 +92,6 @@ rule prepare_records:
         fmt=dataset_format(),
         limit=config["dataset"]["limit"],
         seed=config["seed"],
-        tokenizer=lambda wildcards: model_source(),
         code=code_hash("workflow/scripts/prepare_records.py"),
     script:
         "../scripts/prepare_records.py"
@@ -78,7 +100,7 @@ rule prepare_records:
 rule filter_known_facts:
     input:
         records="results/{model}/{dataset}/records.json",
-        model=model_input(),
+        model=validated_model_input(),
     output:
         facts="results/{model}/{dataset}/facts.parquet",
     log:
@@ -93,6 +115,7 @@ rule filter_known_facts:
     params:
         model=model_params(),
         filter=config["filter"],
+        only_known=config["tracing"]["only_correct"] or config["editing"]["only_correct"],
         code=code_hash("workflow/scripts/filter_known_facts.py"),
     script:
         "../scripts/filter_known_facts.py"

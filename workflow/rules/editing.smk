@@ -50,7 +50,7 @@ rule sample_essence_texts:
     input:
         records="results/{model}/{dataset}/records.json",
         facts="results/{model}/{dataset}/facts.parquet",
-        model=model_input(),
+        model=validated_model_input(),
     output:
         essence="results/{model}/{dataset}/editing/essence/{shard}.json",
     log:
@@ -79,7 +79,7 @@ rule prepare_edit_inputs:
         records="results/{model}/{dataset}/records.json",
         facts="results/{model}/{dataset}/facts.parquet",
         essence="results/{model}/{dataset}/editing/essence/{shard}.json",
-        model=model_input(),
+        model=validated_model_input(),
     output:
         inputs="results/{model}/{dataset}/editing/inputs/{variant}/{shard}.json",
     log:
@@ -114,7 +114,7 @@ rule edit_facts:
     input:
         unpack(edit_stats_inputs),
         inputs="results/{model}/{dataset}/editing/inputs/{variant}/{shard}.json",
-        model=model_input(),
+        model=validated_model_input(),
     output:
         edits=edit_outputs(),
     log:

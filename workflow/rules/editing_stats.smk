@@ -27,7 +27,7 @@ wildcard_constraints:
 
 rule generate_context_templates:
     input:
-        model=model_input(),
+        model=validated_model_input(),
     output:
         templates="results/{model}/{dataset}/editing/context_templates.json",
     log:

@@ -22,7 +22,7 @@ TRACING_CODE = (
 rule estimate_noise_level:
     input:
         records="results/{model}/{dataset}/records.json",
-        model=model_input(),
+        model=validated_model_input(),
     output:
         noise="results/{model}/{dataset}/tracing/noise.json",
     log:
@@ -46,7 +46,7 @@ rule trace_facts:
         records="results/{model}/{dataset}/records.json",
         facts="results/{model}/{dataset}/facts.parquet",
         noise="results/{model}/{dataset}/tracing/noise.json",
-        model=model_input(),
+        model=validated_model_input(),
     output:
         grid="results/{model}/{dataset}/tracing/grid/{shard}.parquet",
         facts="results/{model}/{dataset}/tracing/facts/{shard}.parquet",

@@ -10,7 +10,7 @@ import torch
 from locedit.filtering import filter_known_facts
 from locedit.io import read_json, write_parquet
 from locedit.modeling import load_model, seed_everything
-from locedit.workflow import setup_logging
+from locedit.workflow import fail, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,15 @@ def main(snakemake) -> None:
         100 * facts["is_correct"].mean() if len(facts) else 0.0,
         int(facts["erasure_eligible"].sum()),
     )
+    n_known, need = int(facts["is_correct"].sum()), f["min_known"]
+    if snakemake.params.only_known and n_known < need:
+        fail(
+            f"the model knows {n_known} of {len(facts)} facts (greedy continuation contains "
+            f"target_true); the study uses known facts only and needs at least {need} "
+            "(filter.min_known). Is model.source the model the dataset was made for? (A toy "
+            "model needs its default training; tracing/editing.only_correct: false studies "
+            "every fact.)"
+        )
     write_parquet(facts, snakemake.output.facts)
 
 

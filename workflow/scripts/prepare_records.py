@@ -1,15 +1,14 @@
-"""Rule prepare_records: load the dataset, convert it to CounterFact records, keep the first
-``dataset.limit`` and validate them (with the model's tokenizer) before any model job runs.
+"""Rule prepare_records: publish the records ``validate_inputs`` checked as ``records.json``.
 
-Input ``raw``; output ``records`` (JSON list). Fails with every bad ``case_id`` named.
+Runs only after validation passed, so a bad dataset never replaces (or deletes) a good run's
+records; loads the dataset with the same function and checks the result is what was validated.
 """
 
 import logging
 
-from locedit.io import write_json
-from locedit.modeling import load_tokenizer
-from locedit.records import load_records, validate_records
-from locedit.workflow import setup_logging
+from locedit.io import read_json, write_json
+from locedit.records import load_records
+from locedit.workflow import records_digest, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -17,10 +16,13 @@ logger = logging.getLogger(__name__)
 def main(snakemake) -> None:
     setup_logging(snakemake)
     p = snakemake.params
-    records = load_records(snakemake.input.raw, p.fmt, seed=p.seed)
-    records = records[: p.limit]
-    logger.info("loaded %d records (%s) from %s", len(records), p.fmt, snakemake.input.raw)
-    validate_records(records, load_tokenizer(p.tokenizer))
+    records = load_records(snakemake.input.raw, p.fmt, seed=p.seed)[: p.limit]
+    report = read_json(snakemake.input.report)
+    if records_digest(records) != report["sha256"]:
+        raise RuntimeError(
+            f"{snakemake.input.raw} changed after validation; rerun the workflow to validate it"
+        )
+    logger.info("publishing %d validated records from %s", len(records), snakemake.input.raw)
     write_json(records, snakemake.output.records)
 
 

@@ -27,6 +27,7 @@ from locedit.adapters import edit_weight, is_conv1d, module_for, n_layers, untup
 from locedit.editing.types import EditRequest, Snapshot, restore
 from locedit.hooks import forward_hooks
 from locedit.kernels import fused_activations
+from locedit.layer_windows import edit_window
 from locedit.records import subject_token_range
 from locedit.scoring import encode_prompt_target, gather_target_logprobs, make_batch, right_pad
 from locedit.trace_passes import (
@@ -54,13 +55,8 @@ DEFAULTS = {
 }
 
 
-def window_layers(center: int, window: int, total: int) -> list[int]:
-    """Layers ``[max(0, c - w//2), min(L, c + ceil(w/2)))`` (paper-spec §3.6, same as tracing)."""
-    if not 0 <= center < total:
-        raise ValueError(f"edit layer {center} outside [0, {total})")
-    if window < 1:
-        raise ValueError(f"edit window must be ≥ 1, got {window}")
-    return list(range(max(0, center - window // 2), min(total, center - (-window // 2))))
+#: FT-5's layer window (one definition, locedit.layer_windows).
+window_layers = edit_window
 
 
 def _resolve(hparams: dict) -> dict:

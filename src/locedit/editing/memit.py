@@ -14,7 +14,6 @@ Following the authors' ``memit_main.execute_memit`` / ``compute_z`` (reference-i
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator, Sequence
 
@@ -34,6 +33,7 @@ from locedit.editing.covariance import CovarianceStore
 from locedit.editing.engine import DEFAULT_MAX_FACTS, DEFAULT_ROW_BUDGET, optimize_values
 from locedit.editing.rome import add_update, resolve_hparams
 from locedit.editing.types import EditRequest, Snapshot
+from locedit.layer_windows import edit_window
 
 #: ``editing.methods.memit`` keys and defaults (authors' GPT-J code values, paper-spec §6.2).
 MEMIT_DEFAULTS: dict = {
@@ -50,13 +50,8 @@ MEMIT_DEFAULTS: dict = {
 }
 
 
-def layer_window(center: int, window: int, total: int) -> list[int]:
-    """Layers ``[center - window//2, center + ceil(window/2))`` clipped to ``[0, total)``."""
-    if not 0 <= center < total:
-        raise ValueError(f"edit layer {center} outside [0, {total})")
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    return list(range(max(0, center - window // 2), min(total, center + math.ceil(window / 2))))
+#: MEMIT's layer window (one definition, locedit.layer_windows).
+layer_window = edit_window
 
 
 def apply_memit(

@@ -1,0 +1,158 @@
+"""Config mistakes found before anything runs: each named by its key path, all listed at once."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import yaml
+
+from locedit.validation import (
+    ModelShape,
+    canonical,
+    coerce_overrides,
+    config_problems,
+    planned_model_shape,
+    schema_problems,
+    source_kind,
+)
+from tests.conftest import REPO
+
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+SHAPE = ModelShape("GPT2LMHeadModel", 6, 128, "toy_model")
+
+
+@pytest.fixture
+def config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_default_config_is_clean(config):
+    assert schema_problems(config, SCHEMA) == []
+    assert config_problems(config, SHAPE) == []
+
+
+def _set(cfg, dotted, value):
+    *parents, last = dotted.split(".")
+    for key in parents:
+        cfg = cfg[key]
+    cfg[last] = value
+
+
+#: (dotted key, value, text the problem line must start with)
+CROSS_KEY_DEFECTS = [
+    ("analysis.window", 7, "analysis.window: mlp/7 (analysis.trace_kind/window) is not traced"),
+    ("analysis.trace_kind", "attn", "analysis.window: attn/5"),
+    ("tracing.peak_run", {"kind": "mlp", "window": 2}, "tracing.peak_run: mlp/2 is not in tracing.runs"),
+    ("analysis.default_layer", 3, "analysis.default_layer: 3 is not an edit layer"),
+    ("editing.layers", [0, 6], "editing.layers: layer(s) [6] outside the model's 6 layers"),
+    ("editing.layers", [-1, 2], "editing.layers: layer(s) [-1] outside"),
+    ("editing.stats.layers", [0, 1, 2, 9], "editing.stats.layers: layer(s) [9] outside"),
+    ("editing.stats.layers", [0, 1], "editing.stats.layers: ROME/MEMIT edits need the statistics of layer(s) [2, 3, 4, 5]"),
+    ("dataset.source", "path", "dataset.path: required when dataset.source is 'path'"),
+    ("editing.run_methods", ["rome", "mend"], "editing.run_methods: ['mend'] have no entry"),
+]
+
+
+@pytest.mark.parametrize("key, value, message", CROSS_KEY_DEFECTS, ids=[f"{d[0]}={d[1]}" for d in CROSS_KEY_DEFECTS])
+def test_cross_key_defect_is_named(config, key, value, message):
+    _set(config, key, value)
+    problems = config_problems(config, SHAPE)
+    assert any(p.startswith(message) for p in problems), problems
+
+
+def test_missing_dataset_file(config, tmp_path):
+    config["dataset"].update(source="path", path=str(tmp_path / "nope.json"))
+    assert config_problems(config) == [f"dataset.path: no such file '{tmp_path / 'nope.json'}'"]
+
+
+def test_all_problems_at_once(config):
+    config["analysis"]["window"] = 7
+    config["editing"]["layers"] = [9]
+    assert len(config_problems(config, SHAPE)) == 2
+
+
+SCHEMA_DEFECTS = [
+    ("seeed", 1, "seeed: unknown key; did you mean 'seed'?"),
+    ("tracing.sampels", 5, "tracing.sampels: unknown key; did you mean 'samples'?"),
+    ("tracing.samples", "five", "tracing.samples: 'five' is not of type 'integer'"),
+    ("model.name", "..", "model.name: '..' does not match"),
+    ("dataset.name", "../x", "dataset.name: '../x' does not match"),
+    ("model.dtype", "float8", "model.dtype: 'float8' is not one of"),
+    ("editing.layers", [], "editing.layers: [] should be non-empty"),
+]
+
+
+@pytest.mark.parametrize("key, value, message", SCHEMA_DEFECTS, ids=[d[0] for d in SCHEMA_DEFECTS])
+def test_schema_defect_is_one_short_line(config, key, value, message):
+    _set(config, key, value)
+    problems = schema_problems(config, SCHEMA)
+    assert len(problems) == 1 and problems[0].startswith(message), problems
+    assert len(problems[0]) < 400
+
+
+def test_nested_command_line_overrides_get_yaml_types(config):
+    # snakemake --config 'tracing={samples: 5}' delivers {'tracing': {'samples': '5'}}
+    overrides = {"tracing": {"samples": "5", "noise_std": "null"}, "model": {"name": "007"},
+                 "editing": {"layers": ["0", "2"]}}
+    for section, values in overrides.items():
+        config[section].update(values)
+    coerce_overrides(config, overrides, SCHEMA)
+    assert config["tracing"]["samples"] == 5 and config["tracing"]["noise_std"] is None
+    assert config["model"]["name"] == "007"  # a string key stays a string
+    assert config["editing"]["layers"] == [0, 2]
+    assert schema_problems(config, SCHEMA) == []
+
+
+def test_canonical_ignores_key_order(config):
+    def reverse(value):
+        if isinstance(value, dict):
+            return {k: reverse(value[k]) for k in reversed(list(value))}
+        if isinstance(value, list):
+            return [reverse(v) for v in value]
+        return value
+
+    shuffled = reverse(copy.deepcopy(config))
+    assert list(shuffled) != list(config)
+    assert repr(canonical(shuffled)) == repr(canonical(config))
+
+
+def test_model_source_kinds(tmp_path):
+    assert source_kind("toy") == "toy"
+    assert source_kind("EleutherAI/gpt-j-6B") == "hub" and source_kind("gpt2") == "hub"
+    assert source_kind(str(tmp_path)) == "dir"
+    assert source_kind("./models/nowhere") == "missing"
+    assert source_kind("/abs/models/nowhere") == "missing"
+
+
+def test_local_model_shape_and_architecture(config, tmp_path):
+    config["model"]["source"] = str(tmp_path)
+    shape, problems = planned_model_shape(config)
+    assert shape is None and "has no config.json" in problems[0]
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"architectures": ["GPTJForCausalLM"], "n_layer": 28, "n_positions": 2048}))
+    shape, problems = planned_model_shape(config)
+    assert problems == [] and (shape.n_layers, shape.n_ctx) == (28, 2048)
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"architectures": ["BertForMaskedLM"], "num_hidden_layers": 12}))
+    shape, problems = planned_model_shape(config)
+    assert shape is None and "unsupported architecture 'BertForMaskedLM'" in problems[0]
+    (tmp_path / "config.json").write_text("{")
+    assert "cannot read" in planned_model_shape(config)[1][0]
+
+
+def test_uncached_hub_model_offline_fails_in_one_line(config, monkeypatch):
+    import time
+
+    from locedit.validation import fetched_model_shape
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    shape, problems = fetched_model_shape("locedit-test/no-such-model")
+    assert shape is None and len(problems) == 1 and time.perf_counter() - t0 < 5
+    assert problems[0].startswith("model.source: hub model 'locedit-test/no-such-model' is not cached")
+    assert "point model.source at a local directory" in problems[0]
+    # Planning still works offline (dry runs of the presets): no problem, no shape.
+    config["model"]["source"] = "locedit-test/no-such-model"
+    assert planned_model_shape(config) == (None, [])

@@ -1,0 +1,46 @@
+"""Rule validate_inputs: the first stage, before any rule that loads a model.
+
+Reads the dataset (``input.raw``) the way ``prepare_records`` will, and checks every record (types,
+shapes, unique integer ids, subject located among the prompt's tokens, every prompt within the
+model's context), listing every problem at once. Writes a small deterministic report
+(``output.report``) that the model rules depend on; ``prepare_records`` publishes the records only
+after it. (The config was checked against the model's ``config.json`` when the run was planned.)
+"""
+
+import logging
+
+from locedit.io import write_json
+from locedit.modeling import load_tokenizer
+from locedit.records import LengthLimits, RecordError, load_records, validate_records
+from locedit.validation import fetched_model_shape
+from locedit.workflow import fail, records_digest, setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+def main(snakemake) -> None:
+    setup_logging(snakemake)
+    p = snakemake.params
+    shape, problems = fetched_model_shape(p.model_source)
+    raw = snakemake.input.raw
+    try:
+        records = load_records(raw, p.fmt, seed=p.seed)[: p.limit]
+        tok = load_tokenizer(p.model_source) if shape is not None else None
+        limits = None if shape is None else LengthLimits(n_ctx=shape.n_ctx, generate=p.generate)
+        validate_records(records, tok, limits, source=f"{raw} (dataset.path / dataset.source)")
+    except RecordError as err:
+        problems.append(str(err))
+    if problems:
+        fail(f"{len(problems)} problem(s) in the inputs:\n  " + "\n  ".join(problems))
+    report = {
+        "records": len(records),
+        "sha256": records_digest(records),
+        "model": {"architecture": shape.architecture, "n_layers": shape.n_layers,
+                  "n_ctx": shape.n_ctx},
+    }
+    logger.info("valid: %d records; model %s", len(records), report["model"])
+    write_json(report, snakemake.output.report)
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821 (injected by Snakemake)
