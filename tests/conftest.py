@@ -76,3 +76,10 @@ def unfused_engines(monkeypatch):
 
     monkeypatch.setattr(engine, "fused_activations", lambda model: contextlib.nullcontext())
     monkeypatch.setattr(ft, "fused_activations", lambda model: contextlib.nullcontext())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Cluster tests last. The SLURM test installs SLURM and stops its daemons when done; from
+    then on every ``snakemake`` start waits ~9 s in the SLURM plugin's ``scontrol show config``
+    (its timeout against the stopped controller), which the workflow tests would all pay."""
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)

@@ -1,6 +1,7 @@
 """Every figure function draws from tables, writes PNG + PDF and closes its figure."""
 
 import matplotlib.pyplot as plt
+from matplotlib.collections import PathCollection
 import pandas as pd
 import pytest
 
@@ -136,3 +137,41 @@ def test_a_run_with_no_known_facts_still_draws_and_tabulates(tmp_path):
     for i, fig in enumerate(figs):
         plots.save(fig, tmp_path / f"{i}.png", tmp_path / f"{i}.pdf")
     assert plt.get_fignums() == []
+
+
+def _plotted_x(ax) -> set[float]:
+    """x of the data drawn in ``ax``: lines of more than two points (not axhline/axvline),
+    scatter offsets and bar centres."""
+    xs = set()
+    for line in ax.get_lines():
+        if len(line.get_xdata()) > 2:
+            xs |= {float(x) for x in line.get_xdata()}
+    for coll in ax.collections:
+        if isinstance(coll, PathCollection):  # scatter points (error bands have no data x)
+            xs |= {float(x) for x, _ in coll.get_offsets()}
+    for patch in ax.patches:
+        if patch.get_height():
+            xs.add(round(patch.get_x() + patch.get_width() / 2, 6))
+    return xs
+
+
+def test_figures_show_one_indexed_layers_and_their_panels(data):
+    """Model layers 0..3 and edit layers 0, 1, 3 (0-indexed) are drawn at 1..4 and 1, 2, 4."""
+    figs = _figures(*data)
+    visible = {name: [a for a in fig.axes if a.get_visible()] for name, fig in figs.items()}
+    for name in ("fig10", "fig11"):  # tracing curves and peak histograms: x = layer
+        for ax in visible[name]:
+            xs = _plotted_x(ax)
+            assert xs and xs <= {1.0, 2.0, 3.0, 4.0}, (name, sorted(xs))
+        assert [ax.get_title() for ax in visible[name]] == ["Window = 1", "Window = 5"]
+    edit_layers = {1.0, 2.0, 4.0}
+    for ax in visible["fig07"]:  # scores by edit layer
+        assert _plotted_x(ax) <= edit_layers, sorted(_plotted_x(ax))
+    assert set().union(*(_plotted_x(ax) for ax in visible["fig07"])) == edit_layers
+    # one panel per (problem, metric) and per problem; one scatter per edit layer
+    assert len(visible["fig07"]) == 5 * 3 and len(visible["fig09"]) == 5 * 2
+    assert [ax.get_title() for ax in visible["fig06"]] == [
+        "Error Injection", "Tracing Reversal", "Fact Erasure", "Fact Amplification", "Fact Forcing"]
+    assert [t.get_text() for t in visible["fig06"][0].get_xticklabels()] == ["FT-1", "FT-5", "ROME", "MEMIT"]
+    assert len(visible["fig15"]) == 3
+    plt.close("all")

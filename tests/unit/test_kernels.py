@@ -13,7 +13,8 @@ from locedit.kernels import FusedTanhGELU, fused_activations, mlp_only_where
 @pytest.mark.parametrize("unfused", [NewGELUActivation, FastGELUActivation])
 def test_fused_gelu_is_the_same_function(unfused):
     x = torch.cat([torch.linspace(-30, 30, 20001), torch.randn(10_000) * 3])
-    torch.testing.assert_close(FusedTanhGELU()(x), unfused()(x), rtol=1e-5, atol=1e-6)
+    # The README's claim: within 5e-7 (absolute) of transformers' kernels over [-30, 30].
+    torch.testing.assert_close(FusedTanhGELU()(x), unfused()(x), rtol=0, atol=5e-7)
     assert FusedTanhGELU()(x).dtype == x.dtype
 
 

@@ -117,8 +117,8 @@ def test_restore_is_bit_exact_and_grads_stay_off(tiny_tokenizer, counterfact_rec
 def test_value_optimisation_raises_target_and_erasure_lowers_it(tiny_tokenizer, counterfact_records):
     """v* pushes p(target) up over the context prompts; with ``minimize`` it pushes it down.
 
-    (Edit efficacy end to end is checked on the trained toy model; a random model's logits barely
-    react to one position's MLP output.)
+    (Edit efficacy end to end is tested on the trained toy: tests/workflow/test_toy_science.py;
+    a random model's logits barely react to one position's MLP output.)
     """
     model = _model(tiny_tokenizer)
     stats = _stats(model)

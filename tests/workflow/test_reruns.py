@@ -122,6 +122,10 @@ def test_tracing_noise_replans_tracing_and_its_dependents_only(finished):
     assert touched <= NOISE_VARIANTS, (
         f"tracing noise replanned edits of {sorted(touched - NOISE_VARIANTS)}, which do not use it"
     )
+    # ... and every edit job of those that do (an empty plan must not pass).
+    users = NOISE_VARIANTS & set(config["editing"]["variants"])
+    assert users and touched == users, touched
+    assert len(_edit_jobs(jobs)) == len(_edit_jobs(full, variant=users))
     _assert_only(jobs, TRACING | EDITING | AGGREGATES, "tracing.noise_std")
 
 
@@ -149,7 +153,7 @@ def test_added_layer_adds_only_its_jobs(finished):
 
 
 def test_code_reruns_follow_content_not_timestamps(finished):
-    workdir, _, _ = finished
+    workdir, _, full = finished
     root = workdir.parent
     # A checkout or an editor save that leaves the content alone reruns nothing.
     for script in (root / "workflow" / "scripts").glob("*.py"):
@@ -164,8 +168,11 @@ def test_code_reruns_follow_content_not_timestamps(finished):
     finally:
         ft.write_text(original)
     _assert_only(jobs, {"edit_facts"} | AGGREGATES, "src/locedit/editing/ft.py")
-    methods = {j["wildcards"]["method"] for j in _edit_jobs(jobs)}
-    assert methods and methods <= {"ft-1", "ft-5"}, methods
+    config = orchestration_config()
+    ft_methods = {"ft-1", "ft-5"} & set(config["editing"]["run_methods"])
+    edits = _edit_jobs(jobs)
+    assert ft_methods and {j["wildcards"]["method"] for j in edits} == ft_methods
+    assert len(edits) == len(_edit_jobs(full, method=ft_methods))
 
 
 def test_edit_job_reuses_other_layers(tmp_path):

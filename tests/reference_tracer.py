@@ -1,0 +1,93 @@
+"""A reference Causal Tracer for GPT-2 that shares no code with ``src/locedit``.
+
+Written from the paper and the README's documented rules alone, so that agreement with the
+engine checks them, not a shared helper: the subject located by decoding tokens (the authors'
+``find_token_range``, not character offsets), the window ``[ℓ - w//2, ℓ + ⌈w/2⌉)`` clipped, the
+noise of fact ``c`` drawn from ``torch.Generator().manual_seed(seed·1000003 + c)`` as
+``randn(samples, n_subject_tokens, d_model) · σ``, restoration by one full forward pass per
+(token, centre layer) with GPT-2's own module paths. Slow by design; for small tests only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def subject_tokens(tokenizer, prompt: str, subject: str) -> tuple[list[int], int, int]:
+    """``(ids, start, end)``: the ids of ``prompt.format(subject)`` and the tokens whose decoded
+    text overlaps the subject's characters (found by decoding, token by token)."""
+    text = prompt.replace("{}", subject, 1)
+    ids = tokenizer(text)["input_ids"]
+    begin = prompt.index("{}")
+    end = begin + len(subject)
+    pos, inside = 0, []
+    for i in range(len(ids)):
+        piece = tokenizer.decode(ids[i : i + 1])
+        if pos < end and pos + len(piece) > begin and piece:
+            inside.append(i)
+        pos += len(piece)
+    assert tokenizer.decode(ids) == text, "decoding must reproduce the text for this search"
+    return ids, inside[0], inside[-1] + 1
+
+
+def target_tokens(tokenizer, text: str, target: str) -> list[int]:
+    prompt_ids = tokenizer(text)["input_ids"]
+    joint = tokenizer(text + " " + target.strip())["input_ids"]
+    assert joint[: len(prompt_ids)] == prompt_ids, "this reference needs prefix-stable tokenisation"
+    return joint[len(prompt_ids) :]
+
+
+def window(centre: int, width: int, n_layers: int) -> range:
+    return range(max(0, centre - width // 2), min(n_layers, centre + math.ceil(width / 2)))
+
+
+@torch.no_grad()
+def reference_trace(model, tokenizer, prompt, subject, target, *, kind, width, noise_std,
+                    samples, config_seed, case_id):
+    """``(p_clean, p_noised, restored [n_prompt_tokens, n_layers], (start, end))``."""
+    ids, s0, s1 = subject_tokens(tokenizer, prompt, subject)
+    t_ids = target_tokens(tokenizer, prompt.replace("{}", subject, 1), target)
+    blocks = model.transformer.h
+    n_layers, d = len(blocks), model.transformer.wte.weight.shape[1]
+    gen = torch.Generator().manual_seed(config_seed * 1000003 + case_id)
+    noise = torch.randn(samples, s1 - s0, d, generator=gen) * noise_std
+    batch = torch.tensor([ids + t_ids[:-1]] * (samples + 1))
+
+    def add_noise(module, args, out):
+        out = out.clone()
+        out[1:, s0:s1] += noise
+        return out
+
+    def module(layer):
+        return {"mlp": blocks[layer].mlp, "attn": blocks[layer].attn, "hidden": blocks[layer]}[kind]
+
+    def restore_at(token):
+        def hook(mod, args, out):
+            h = out[0] if isinstance(out, tuple) else out
+            h[1:, token] = h[0, token]
+            return out
+
+        return hook
+
+    def prob(layers=(), token=None):
+        handles = [model.transformer.wte.register_forward_hook(add_noise)]
+        handles += [module(j).register_forward_hook(restore_at(token)) for j in layers]
+        try:
+            logits = model(input_ids=batch, use_cache=False).logits.double()
+        finally:
+            for h in handles:
+                h.remove()
+        logp = torch.log_softmax(logits, -1)
+        total = sum(logp[:, len(ids) - 1 + k, t] for k, t in enumerate(t_ids))
+        return total.exp()
+
+    base = prob()
+    p_clean, p_noised = float(base[0]), float(base[1:].mean())
+    restored = np.empty((len(ids), n_layers))
+    for token in range(len(ids)):
+        for centre in range(n_layers):
+            restored[token, centre] = float(prob(window(centre, width, n_layers), token)[1:].mean())
+    return p_clean, p_noised, restored, (s0, s1)
