@@ -35,6 +35,10 @@ include: "workflow/rules/editing.smk"
 include: "workflow/rules/analysis.smk"
 
 
+# After every rule exists: model-loading rules hold the resource `gpu` (common.smk).
+declare_model_gpus()
+
+
 rule all:
     default_target: True
     input:

@@ -52,3 +52,16 @@ def test_every_rule_logs_and_long_rules_benchmark():
     assert not no_bench, f"long rules without benchmark: {no_bench}"
     with_message = sorted(name for name, body in blocks.items() if "    message:" in body)
     assert not with_message, f"message: hides job details: {with_message}"
+
+
+def test_conda_env_lists_the_package_dependencies():
+    """envs/locedit.yaml (--sdm conda) holds pyproject's dependencies, and not the package: jobs
+    import this checkout's src/ through PYTHONPATH, set by the Snakefile."""
+    import tomllib
+
+    import yaml
+
+    env = yaml.safe_load((REPO / "envs/locedit.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert pip == deps

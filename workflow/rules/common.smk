@@ -9,8 +9,12 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
-# The package's plain-Python checks run at planning (no torch import); use this checkout's copy.
+# Planning and every job use this checkout's package (the code the code hashes are taken of),
+# also in a conda env that has only the dependencies (envs/locedit.yaml).
 sys.path.insert(0, str(Path(workflow.basedir, "src")))
+from locedit.planning import cuda_present, export_package_path
+
+export_package_path(Path(workflow.basedir, "src"))
 from locedit.validation import (
     canonicalize_in_place,
     coerce_overrides,
@@ -127,6 +131,37 @@ def validated_model_input():
     dataset change.
     """
     return model_input() + [f"{RESULTS}/validation.json"]
+
+
+#: The rules whose jobs load the model for the study: each holds model.gpus_per_job of the
+#: resource `gpu` (declare_model_gpus). profiles/slurm gives exactly these a GPU (tested).
+MODEL_RULES = (
+    "filter_known_facts",
+    "estimate_noise_level",
+    "trace_facts",
+    "generate_context_templates",
+    "compute_layer_stats",
+    "sample_essence_texts",
+    "prepare_edit_inputs",
+    "edit_facts",
+)
+
+
+def model_gpus():
+    """model.gpus_per_job resolved: auto = 1 when the device resolves to CUDA here, else 0."""
+    n = config["model"]["gpus_per_job"]
+    if n != "auto":
+        return int(n)
+    device = config["model"]["device"]
+    return int(device.startswith("cuda") or (device == "auto" and cuda_present()))
+
+
+def declare_model_gpus():
+    """Give every MODEL_RULES rule its `gpu` resource, unless a profile's set-resources did."""
+    gpus = model_gpus()
+    for rule_ in workflow.rules:
+        if rule_.name in MODEL_RULES and "gpu" not in rule_.resources:
+            rule_.resources.update({"gpu": gpus})
 
 
 def model_params():
