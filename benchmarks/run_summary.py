@@ -3,20 +3,42 @@
 Per rule: jobs and seconds summed over jobs (Snakemake's ``benchmarks/`` tables); for the edit
 jobs also edits per second of job time and what a job pays besides editing and evaluating
 (start-up: imports, model and statistics loading); facts known; mean rewrite score per method,
-problem and edit layer (markdown, layers 1-indexed); where window-5 MLP tracing peaks::
+problem and edit layer (markdown, layers 1-indexed); where window-5 MLP tracing peaks; the
+analysis summary::
 
-    python benchmarks/run_summary.py            # the run in this directory
+    python benchmarks/run_summary.py                          # the run in this directory
     python benchmarks/run_summary.py --root /path/to/clone
+    python benchmarks/run_summary.py --root CLONE --write-readme README.md
+
+``--write-readme`` replaces every block between ``<!-- run_summary:NAME -->`` and
+``<!-- /run_summary:NAME -->`` in the README with the same numbers, so the README's result
+tables all come from one run (wall time from the run's Snakemake log).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+
+#: README stage rows: (label, rules); rules without a benchmark table are left out.
+STAGES = [
+    ("toy model", ["train_toy_model"]),
+    ("known-fact filter", ["filter_known_facts"]),
+    ("causal tracing", ["estimate_noise_level", "trace_facts"]),
+    ("editing prerequisites", ["compute_layer_stats", "generate_context_templates",
+                               "sample_essence_texts", "prepare_edit_inputs"]),
+    ("editing", ["edit_facts"]),
+    ("regressions", ["fit_regressions"]),
+]  # fmt: skip
+METHOD_ORDER = ["rome", "memit", "ft-1", "ft-5"]
+VARIANT_ORDER = ["error_injection", "tracing_reversal", "fact_erasure", "fact_amplification", "fact_forcing"]
 
 
 def rule_seconds(root: Path) -> pd.DataFrame:
@@ -27,38 +49,101 @@ def rule_seconds(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows).groupby("rule")["s"].agg(jobs="count", seconds="sum")
 
 
+def wall_time(root: Path) -> tuple[float, int] | None:
+    """(seconds from the first to the last job timestamp, jobs) of the newest Snakemake log."""
+    logs = sorted((root / ".snakemake" / "log").glob("*.snakemake.log"))
+    if not logs:
+        return None
+    text = logs[-1].read_text()
+    stamps = [datetime.strptime(s, "%a %b %d %H:%M:%S %Y") for s in re.findall(r"^\[(.+?)\]$", text, re.MULTILINE)]
+    done = re.findall(r"^(\d+) of (\d+) steps", text, re.MULTILINE)
+    if not stamps or not done:
+        return None
+    return (max(stamps) - min(stamps)).total_seconds(), int(done[-1][1])
+
+
+def blocks(root: Path, res: Path) -> dict[str, str]:
+    """The README blocks, markdown."""
+    rules = rule_seconds(root)
+    edits = pd.read_parquet(res / "edits.parquet")
+    facts = pd.read_parquet(res / "facts.parquet")
+    out = {}
+    wall = wall_time(root)
+    if wall is not None:
+        m, s = divmod(round(wall[0]), 60)
+        out["wall"] = f"**{m} min {s} s wall** for all {wall[1]} jobs"
+    metrics_path = root / "resources/models/toy/metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    traced = pd.read_parquet(res / "tracing.parquet")["case_id"].nunique() if (res / "tracing.parquet").exists() else 0
+    details = {
+        "toy model": f" ({metrics['train_seconds']:.0f} s of training on {metrics['threads']} threads)" if metrics else "",
+        "causal tracing": f" ({traced} facts)",
+        "editing": f" ({len(edits):,} edits)",
+    }
+    rows = ["| stage | rules (jobs) | seconds |", "|---|---|---|"]
+    for label, names in STAGES:
+        present = [r for r in names if r in rules.index]
+        if present:
+            jobs = ", ".join(f"`{r}` ({int(rules.loc[r, 'jobs'])})" for r in present)
+            rows.append(f"| {label}{details.get(label, '')} | {jobs} | {rules.loc[present, 'seconds'].sum():,.0f} |")
+    out["stages"] = "\n".join(rows)
+    per_method = edits.groupby("method")["edit_seconds"].sum()
+    order = [m for m in METHOD_ORDER if m in per_method.index]
+    job_s, n_jobs = float(rules.loc["edit_facts", "seconds"]), int(rules.loc["edit_facts", "jobs"])
+    work = float(edits["edit_seconds"].sum() + edits["eval_seconds"].sum())
+    out["edit_time"] = (
+        "Of the edit jobs' time, the edits themselves (`edit_seconds` in `edits.parquet`) take "
+        + ", ".join(f"{m.upper()} {per_method[m]:.0f} s" for m in order)
+        + f"; evaluation {edits['eval_seconds'].sum():.0f} s; the rest, {(job_s - work) / n_jobs:.1f} s per "
+        f"job, is start-up (imports and model loading): {len(edits) / job_s:.2f} edits per job-second. "
+        f"The run gives {len(facts)} records, {int(facts['is_correct'].sum())} of which the toy model "
+        f"knows ({100 * facts['is_correct'].mean():.1f} %), and {len(edits):,} edits."
+    )
+    table = edits.pivot_table(index=["method", "variant"], columns="layer", values="rewrite_score", sort=False)
+    rank = {v: i for i, v in enumerate(VARIANT_ORDER)}
+    table = table.reindex([i for m in order for i in sorted(
+        (i for i in table.index if i[0] == m), key=lambda i: rank.get(i[1], 99))])
+    table.columns = [f"layer {c + 1}" for c in table.columns]
+    table = table.round(3).reset_index().rename(columns={"variant": "problem"})
+    out["rewrite"] = table.to_markdown(index=False, tablefmt="github", floatfmt=".3f")
+    summary = res / "analysis" / "tables" / "summary.md"
+    if summary.exists():
+        out["summary"] = summary.read_text().strip()
+    return out
+
+
+def write_readme(path: Path, new: dict[str, str]) -> list[str]:
+    """Replace the README's marked blocks; returns the names replaced."""
+    text, done = path.read_text(), []
+    for name, body in new.items():
+        pattern = re.compile(rf"(<!-- run_summary:{name} -->)(.*?)(<!-- /run_summary:{name} -->)", re.DOTALL)
+        inline = bool(pattern.search(text)) and "\n" not in pattern.search(text).group(2)
+        sep = "" if inline else "\n"
+        text, n = pattern.subn(lambda m, s=sep, b=body: f"{m.group(1)}{s}{b}{s}{m.group(3)}", text)
+        if n:
+            done.append(name)
+    path.write_text(text)
+    return done
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path("."))
     ap.add_argument("--results", default="results/toy/synthetic")
+    ap.add_argument("--write-readme", type=Path, default=None, help="README whose run_summary blocks to rewrite")
     args = ap.parse_args()
     res = args.root / args.results
-    rules = rule_seconds(args.root)
+    new = blocks(args.root, res)
+    if args.write_readme is not None:
+        print("rewrote blocks:", ", ".join(write_readme(args.write_readme, new)))
+        return
     print("## seconds per rule (summed over jobs)\n")
-    print(rules.round(1).to_markdown())
-    edits = pd.read_parquet(res / "edits.parquet")
-    job_s = float(rules.loc["edit_facts", "seconds"])
-    n_jobs = int(rules.loc["edit_facts", "jobs"])
-    work = float(edits["edit_seconds"].sum() + edits["eval_seconds"].sum())
-    print(f"\n{len(edits)} edits in {n_jobs} edit jobs: {job_s:.0f} job-seconds, "
-          f"{len(edits) / job_s:.2f} edits per job-second; editing {edits['edit_seconds'].sum():.0f} s, "
-          f"evaluation {edits['eval_seconds'].sum():.0f} s, the rest (start-up) "
-          f"{(job_s - work) / n_jobs:.1f} s per job")  # fmt: skip
-    print(edits.groupby("method")[["edit_seconds", "eval_seconds"]].sum().round(1).to_markdown())
-    facts = pd.read_parquet(res / "facts.parquet")
-    print(f"\n{len(facts)} records, {int(facts['is_correct'].sum())} known "
-          f"({100 * facts['is_correct'].mean():.1f} %)")  # fmt: skip
-    table = edits.pivot_table(index=["method", "variant"], columns="layer", values="rewrite_score")
-    table.columns = [f"layer {c + 1}" for c in table.columns]
-    print("\n## mean rewrite score (layers 1-indexed)\n")
-    print(table.round(3).to_markdown())
+    print(rule_seconds(args.root).round(1).to_markdown())
+    for name, body in new.items():
+        print(f"\n## {name}\n\n{body}")
     here = Path(__file__).resolve().parent
     print()
     subprocess.run([sys.executable, str(here / "toy_localisation.py"), str(res)], check=True)
-    summary = res / "analysis" / "tables" / "summary.md"
-    if summary.exists():
-        print("\n## analysis summary\n")
-        print(summary.read_text())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,30 @@
 """locedit: does localization (causal tracing) inform editing (ROME, MEMIT, FT)?
 
 A Snakemake workflow reproducing and generalising Hase et al. (NeurIPS 2023). All model and data
-code lives in this package; ``workflow/scripts`` are thin wrappers over it.
+code lives in this package; ``workflow/scripts`` are thin wrappers over it. One fact from
+Python (:mod:`locedit.api`)::
+
+    import locedit
+    lm = locedit.load("toy")   # or a hub id / save_pretrained directory
+    result = locedit.trace(lm, "The mother tongue of {} is", "Danielle Darrieux", "French")
+    row = locedit.edit(lm, "rome", 1, "The mother tongue of {} is", "Danielle Darrieux",
+                       target_new="English", target_true="French")
 """
 
 __version__ = "0.1.0"
+
+#: The one-fact API, imported on first use: the workflow's planning imports this package and
+#: must not pay for torch.
+_API = ("load", "trace", "plot_trace", "peak", "edit", "config_hparams", "LoadedModel")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from locedit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'locedit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_API])

@@ -140,6 +140,32 @@ def reference_run(tmp_path_factory) -> Path:
     return workdir
 
 
+#: Records of the default study (default world, toy and hyperparameters; error injection only).
+DEFAULT_STUDY_LIMIT = 16
+
+
+def default_study_run(tmp_path_factory) -> Path:
+    """The default config's toy model and edits of its first DEFAULT_STUDY_LIMIT records
+    (error injection, every method at the default layers), run once per session.
+
+    ``LOCEDIT_DEFAULT_STUDY``: a finished run of it made earlier (development shortcut).
+    """
+    workdir = Path(os.environ.get("LOCEDIT_DEFAULT_STUDY")
+                   or tmp_path_factory.getbasetemp() / "default_study")
+    if (workdir / ".done").exists():
+        return workdir
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["model"]["device"] = "cpu"
+    cfg["dataset"]["limit"] = DEFAULT_STUDY_LIMIT
+    cfg["editing"]["variants"] = ["error_injection"]
+    path = prepare_workdir(workdir, cfg)
+    results = "results/toy/synthetic"
+    run(workdir, "--cores", "2", f"{results}/facts.parquet", f"{results}/edits.parquet",
+        configfile=path, timeout=1200)
+    (workdir / ".done").write_text("ok\n")
+    return workdir
+
+
 def seed_resources(workdir: Path, reference: Path) -> None:
     """Give ``workdir`` the reference run's generated world and trained toy model (files only,
     no provenance: Snakemake then takes them as given), so a test run starts at the records."""

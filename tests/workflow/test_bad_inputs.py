@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.workflow.helpers import write_config
 from tests.workflow.runs import (
     TARGETS,
     dry_run_jobs,
@@ -24,7 +25,6 @@ from tests.workflow.runs import (
     reference_run,
     run,
 )
-from tests.workflow.helpers import write_config
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def results_digest(workdir: Path) -> dict[str, str]:
 
 def started_rules(text: str) -> set[str]:
     """Rules of the jobs Snakemake started (the "rule X:" headers it prints)."""
-    return set(re.findall(r"^(?:local)?rule (\w+):$", text, flags=re.M)) - {"all"}
+    return set(re.findall(r"^(?:local)?rule (\w+):$", text, flags=re.MULTILINE)) - {"all"}
 
 
 def test_bad_record_file_is_named_and_costs_nothing(finished):

@@ -12,7 +12,11 @@ import yaml
 
 from tests.workflow.helpers import REPO, write_config
 from tests.workflow.runs import (
-    TARGETS, orchestration_config, prepare_workdir, reference_run, run,
+    TARGETS,
+    orchestration_config,
+    prepare_workdir,
+    reference_run,
+    run,
 )
 
 pytestmark = pytest.mark.slow
@@ -20,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 def model_rules() -> set[str]:
     text = (REPO / "workflow/rules/common.smk").read_text()
-    block = re.search(r"MODEL_RULES = \((.*?)\)", text, re.S).group(1)
+    block = re.search(r"MODEL_RULES = \((.*?)\)", text, re.DOTALL).group(1)
     return set(re.findall(r'"(\w+)"', block))
 
 
@@ -61,7 +65,7 @@ def _job_spans(workdir) -> list[tuple[datetime, datetime]]:
     """(first, last) log timestamp of every edit job: when it ran."""
     spans = []
     for log in (workdir / "logs/edit_facts").rglob("*.log"):
-        stamps = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})", log.read_text(), re.M)
+        stamps = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})", log.read_text(), re.MULTILINE)
         if stamps:
             parse = [datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f") for s in (stamps[0], stamps[-1])]
             spans.append((parse[0], parse[1]))

@@ -2,8 +2,8 @@
 facts, generalises to paraphrases, and every method edits facts with its *default*
 hyperparameters (config.yaml), through the workflow itself.
 
-One run per session (``default_study``): the default world and toy model, the first
-``LIMIT`` records, the error-injection problem at the default edit layers. The README's numbers
+One run per session (``tests.workflow.runs.default_study_run``): the default world and toy
+model, the first ``LIMIT`` records, the error-injection problem at the default edit layers. The README's numbers
 ("93 % known", ROME error injection 0.92 at layer 1) come from the full default run; the floors
 below are set under what this smaller run measures, far above what a broken model or method
 gives (chance for paraphrases is 1 / objects_per_relation; an edit that does nothing scores ~0).
@@ -12,40 +12,25 @@ gives (chance for paraphrases is 1 / objects_per_relation; an edit that does not
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.workflow.helpers import REPO, write_config
-from tests.workflow.runs import run
+from tests.workflow.helpers import REPO
+from tests.workflow.runs import DEFAULT_STUDY_LIMIT as LIMIT
+from tests.workflow.runs import default_study_run
 
 pytestmark = pytest.mark.slow
 
 RESULTS = "results/toy/synthetic"
-LIMIT = 16
 #: Best-layer mean rewrite score (error injection) each method must reach on the trained toy.
 REWRITE_FLOORS = {"rome": 0.8, "memit": 0.3, "ft-1": 0.8, "ft-5": 0.5}
 
 
 @pytest.fixture(scope="session")
 def default_study(tmp_path_factory):
-    # LOCEDIT_DEFAULT_STUDY: a finished run of this fixture made earlier (development shortcut).
-    workdir = Path(os.environ.get("LOCEDIT_DEFAULT_STUDY") or tmp_path_factory.getbasetemp() / "default_study")
-    if (workdir / ".done").exists():
-        return workdir
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg["model"]["device"] = "cpu"
-    cfg["dataset"]["limit"] = LIMIT
-    cfg["editing"]["variants"] = ["error_injection"]
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = write_config(workdir, cfg)
-    run(workdir, "--cores", "2", f"{RESULTS}/facts.parquet", f"{RESULTS}/edits.parquet",
-        configfile=path, timeout=1200)
-    (workdir / ".done").write_text("ok\n")
-    return workdir
+    return default_study_run(tmp_path_factory)
 
 
 def test_default_toy_knows_its_facts_and_paraphrases(default_study):

@@ -1,0 +1,206 @@
+"""One fact, without the workflow: trace a prompt and draw its heatmap, edit a fact with any
+method and get the metrics row the workflow writes.
+
+    import locedit
+
+    lm = locedit.load("gpt2")                 # a hub id, a save_pretrained directory, or "toy"
+    tr = locedit.trace(lm, "The mother tongue of {} is", "Danielle Darrieux", "French")
+    locedit.plot_trace(tr, "trace.png")       # Fig. 2-style heatmap
+    row = locedit.edit(lm, "rome", 5, "The mother tongue of {} is", "Danielle Darrieux",
+                       target_new="English", target_true="French")
+
+Every step is the workflow's own code (the same functions its rules call), on one record.
+ROME's and MEMIT's prerequisites are computed on first use and cached under
+``$LOCEDIT_CACHE`` (default ``~/.cache/locedit``): context templates sampled from the model, and
+second-moment statistics over ``stats_corpus`` (a text file, one document per line; for the toy
+model the fact world's corpus next to it is found by itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from locedit.editing.driver import NEEDS_STATS, check_method, run_edit_job
+from locedit.editing.engine import DEFAULT_MAX_FACTS, DEFAULT_ROW_BUDGET
+from locedit.editing.inputs import prepare_inputs, sample_essence
+from locedit.editing.variants import check_variant
+from locedit.filtering import filter_known_facts
+from locedit.io import read_json, write_json
+from locedit.modeling import load_model
+from locedit.records import validate_records
+from locedit.tracing import FactTracer, TraceResult, estimate_noise_std, trace_fact
+
+#: The toy model's directory when the workflow built it (``load("toy")``).
+TOY_DIR = Path("resources/models/toy")
+#: Essence texts and their perplexity cap (the paper's App. B values; the workflow's defaults).
+ESSENCE = {"n_texts": 5, "top_k": 5, "max_new_tokens": 30, "max_tokens": 100, "cap": 5.0}
+#: Context-template lengths of the authors' ROME and MEMIT code.
+TEMPLATES = {"top_k": 5, "rome_lengths": [[5, 10], [10, 10]],
+             "memit_prompts": ["The", "Therefore", "Because", "I", "You"],
+             "memit_lengths": [[10, 5]]}  # fmt: skip
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer and where it came from (the cache key of its statistics)."""
+
+    model: torch.nn.Module
+    tok: PreTrainedTokenizerBase
+    source: str
+    cache: dict = field(default_factory=dict, repr=False)
+
+
+def load(source: str = "toy", *, device: str = "auto", dtype: str = "float32") -> LoadedModel:
+    """Load a hub id, a ``save_pretrained`` directory, or ``"toy"`` (``resources/models/toy``,
+    built by ``snakemake --cores 2 resources/models/toy/config.json``)."""
+    path = str(TOY_DIR) if source == "toy" else source
+    if source == "toy" and not (TOY_DIR / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no toy model in {TOY_DIR.resolve()}: build it with "
+            "`snakemake --cores 2 resources/models/toy/config.json` in the repository"
+        )
+    model, tok = load_model(path, dtype=dtype, device=device)
+    return LoadedModel(model, tok, str(Path(path).resolve()) if Path(path).is_dir() else path)
+
+
+def trace(
+    lm: LoadedModel, prompt: str, subject: str, target: str, *, kind: str = "mlp",
+    window: int = 10, samples: int = 10, noise_std: float | None = None, seed: int = 0,
+) -> TraceResult:
+    """Causal Tracing of one fact (``prompt`` has ``{}`` for the subject). ``noise_std=None``:
+    3 × the std of this subject's token embeddings (ROME's rule on one fact)."""
+    return trace_fact(lm.model, lm.tok, prompt, subject, target, kind=kind, window=window,
+                      noise_std=noise_std, samples=samples, seed=seed)
+
+
+def plot_trace(result: TraceResult, path: str | os.PathLike | None = None) -> plt.Figure:
+    """Fig. 2-style heatmap of ``result``: prompt tokens (subject starred) × layers (1-indexed).
+    Saved to ``path`` (PNG/PDF by suffix) when given."""
+    import seaborn as sns
+
+    rows, n_layers = result.restored.shape
+    fig, ax = plt.subplots(figsize=(0.35 * n_layers + 2.5, 0.3 * rows + 1.5))
+    s0, s1 = result.subject_range
+    labels = [repr(t)[1:-1] + ("*" if s0 <= i < s1 else "") for i, t in enumerate(result.tokens)]
+    sns.heatmap(result.restored, ax=ax, cmap={"mlp": "Greens", "attn": "Reds"}.get(result.kind, "Purples"),
+                xticklabels=[str(c + 1) for c in range(n_layers)], yticklabels=labels,
+                cbar_kws={"label": "p(target)", "format": "%.2g"})
+    ax.set_xlabel(f"Center of {result.window} restored layers" if result.window > 1 else "Layer")
+    ax.tick_params(axis="y", rotation=0)
+    ax.set_title(f"{result.kind} tracing (window {result.window})\n"
+                 f"Orig p: {result.p_clean:.3g}, noised p: {result.p_noised:.3g}", fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    return fig
+
+
+def peak(result: TraceResult) -> tuple[int, int, float]:
+    """``(token index, layer, restored p)`` of the grid's maximum (0-indexed)."""
+    t, layer = divmod(int(result.restored.argmax()), result.restored.shape[1])
+    return t, layer, float(result.restored[t, layer])
+
+
+def edit(
+    lm: LoadedModel, method: str, layer: int, prompt: str, subject: str, *, target_new: str,
+    target_true: str, paraphrases: Sequence[str] = (), neighborhood: Sequence[str] = (),
+    variant: str = "error_injection", hparams: dict | None = None,
+    stats_corpus: str | os.PathLike | None = None, noise_std: float | None = None, seed: int = 0,
+    case_id: int = 0,
+) -> dict:
+    """Edit one fact with ``method`` (rome, memit, ft-1, ft-5) at ``layer`` (0-indexed) under the
+    editing problem ``variant``, evaluate it, restore the weights; the workflow's metrics row.
+
+    ``hparams`` override the method's defaults (the authors' values; :func:`config_hparams`
+    reads a workflow config's). ``noise_std``: fact forcing's σ (default: ROME's rule on this
+    subject). ``seed`` and ``case_id`` seed the essence texts and noise as the workflow does, so
+    a record's row here matches its row in ``edits.parquet``. Edits run in the batched engine
+    with the workflow's default settings.
+    """
+    check_method(method)
+    check_variant(variant)
+    record = {
+        "case_id": int(case_id),
+        "requested_rewrite": {"prompt": prompt, "subject": subject, "relation_id": "api",
+                              "target_true": {"str": target_true}, "target_new": {"str": target_new}},
+        "paraphrase_prompts": list(paraphrases), "neighborhood_prompts": list(neighborhood),
+        "attribute_prompts": [],
+    }  # fmt: skip
+    validate_records([record], lm.tok, source="the edit request")
+    model, tok = lm.model, lm.tok
+    facts = {int(case_id): filter_known_facts(model, tok, [record]).iloc[0].to_dict()}
+    essence = sample_essence(model, tok, [record], facts, essence=ESSENCE, seed=seed, only_correct=False)
+    o_noise, sigma = {}, None
+    if variant in ("tracing_reversal", "fact_forcing"):
+        sigma = noise_std if noise_std is not None else estimate_noise_std(model, tok, [(prompt, subject)])
+    if variant == "tracing_reversal":
+        tracer = FactTracer(model, tok, prompt, subject, target_true, noise_std=sigma, samples=10, seed=seed)
+        o_noise = {int(case_id): tracer.o_noise()}
+    out = prepare_inputs(model, tok, [record], facts, variants=[variant], o_noise=o_noise,
+                         noise_std=sigma, essence=ESSENCE, seed=seed, only_correct=False,
+                         erasure_only_eligible=False, essence_texts=essence)
+    if not out["cases"]:
+        raise ValueError(f"{variant} cannot edit this fact: {out['skipped'][0]['reason']}")
+    stats, templates = _prerequisites(lm, method, stats_corpus, seed) if method in NEEDS_STATS else (None, [])
+    engine = {"row_budget": DEFAULT_ROW_BUDGET, "max_facts": DEFAULT_MAX_FACTS}
+    rows = run_edit_job(model, tok, out["cases"], method, layer, dict(hparams or {}), stats=stats,
+                        context_templates=templates, engine=engine, essence_cap=ESSENCE["cap"],
+                        essence_max_tokens=ESSENCE["max_tokens"])
+    return rows.iloc[0].to_dict()
+
+
+def cache_dir(lm: LoadedModel) -> Path:
+    """This model's cache directory under ``$LOCEDIT_CACHE`` (default ``~/.cache/locedit``)."""
+    root = Path(os.environ.get("LOCEDIT_CACHE", Path.home() / ".cache" / "locedit"))
+    key = hashlib.sha256(lm.source.encode()).hexdigest()[:12]
+    return root / f"{Path(lm.source).name}-{key}"
+
+
+def _prerequisites(lm: LoadedModel, method: str, corpus, seed: int):
+    """ROME/MEMIT's statistics and context templates, computed on first use, then cached."""
+    from locedit.editing.compute_kv import generate_context_templates
+    from locedit.editing.covariance import CovarianceStore, compute_layer_stats, write_manifest
+
+    root = cache_dir(lm)
+    tpl_path = root / f"context_templates_seed{seed}.json"
+    if not tpl_path.exists():
+        write_json(generate_context_templates(lm.model, lm.tok, seed=seed, **TEMPLATES), tpl_path)
+    templates = read_json(tpl_path)[method]
+    corpus = corpus or _toy_corpus(lm)
+    if corpus is None:
+        raise ValueError(
+            f"{method} needs second-moment statistics of the MLP inputs: pass stats_corpus=<text "
+            "file, one document per line> (ROME used 100,000 Wikipedia articles)"
+        )
+    digest = hashlib.sha256(Path(corpus).read_bytes()).hexdigest()[:12]
+    stats_dir = root / f"stats-{digest}"
+    if not (stats_dir / "manifest.json").exists():
+        write_manifest(compute_layer_stats(lm.model, lm.tok, corpus, stats_dir), stats_dir)
+    return CovarianceStore.from_dir(stats_dir, model=lm.model), templates
+
+
+def _toy_corpus(lm: LoadedModel) -> Path | None:
+    """The fact world's corpus of a toy model built by the workflow (resources/world/)."""
+    path = Path(lm.source)
+    corpus = path.parent.parent / "world" / "corpus.txt"
+    return corpus if path.is_dir() and path.name == "toy" and corpus.is_file() else None
+
+
+def config_hparams(method: str, variant: str = "error_injection",
+                   path: str | os.PathLike = "config.yaml") -> dict:
+    """``editing.methods.<method>`` of a workflow config, with its ``per_variant`` override for
+    ``variant`` merged in: the hyperparameters the workflow's edit jobs use (e.g. the toy's)."""
+    import yaml
+
+    methods = (yaml.safe_load(Path(path).read_text()) or {}).get("editing", {}).get("methods", {})
+    hp = dict(methods.get(method) or {})
+    per_variant = hp.pop("per_variant", None) or {}
+    return {**hp, **(per_variant.get(variant) or {})}

@@ -1,0 +1,113 @@
+"""The ``locedit`` command: trace or edit one fact without the workflow (:mod:`locedit.api`).
+
+    locedit trace --model DIR_OR_HUB_ID --prompt "The mother tongue of {} is" \\
+        --subject "Danielle Darrieux" --target French
+    locedit edit --model DIR_OR_HUB_ID --method rome --layer 5 --prompt "..." --subject "..." \\
+        --target-new English --target-true French
+
+Layers are 0-indexed, as in the config (figures label them 1-indexed, as the paper does).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import click
+import yaml
+
+METHODS = ["rome", "memit", "ft-1", "ft-5"]
+VARIANTS = ["error_injection", "tracing_reversal", "fact_erasure", "fact_amplification", "fact_forcing"]
+
+
+def _model_options(fn):
+    fn = click.option("--dtype", default="float32", show_default=True,
+                      type=click.Choice(["float32", "float16", "bfloat16"]))(fn)
+    fn = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N")(fn)
+    return click.option("--model", "model", default="toy", show_default=True,
+                        help="A hub id, a save_pretrained directory, or toy (resources/models/toy).")(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="locedit")
+def main() -> None:
+    """Does localization inform editing? Trace or edit one fact (the workflow: snakemake)."""
+
+
+@main.command()
+@_model_options
+@click.option("--prompt", required=True, help='Template with {} for the subject.')
+@click.option("--subject", required=True)
+@click.option("--target", required=True, help="The answer whose probability is traced.")
+@click.option("--kind", default="mlp", show_default=True, type=click.Choice(["mlp", "attn", "hidden"]))
+@click.option("--window", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--samples", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--noise-std", type=float, default=None, help="Default: 3 x the subject embeddings' std.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Heatmap file (.png/.pdf); default trace_<subject>.png here.")
+def trace(model, device, dtype, prompt, subject, target, kind, window, samples, noise_std, seed, out):
+    """Causal Tracing of one prompt: print p_clean, p_noised and the peak; draw the heatmap."""
+    from locedit import api
+
+    lm = api.load(model, device=device, dtype=dtype)
+    res = api.trace(lm, prompt, subject, target, kind=kind, window=window, samples=samples,
+                    noise_std=noise_std, seed=seed)
+    out = out or Path(f"trace_{re.sub(r'[^A-Za-z0-9]+', '_', subject).strip('_')}.png")
+    api.plot_trace(res, out)
+    tok, layer, p = api.peak(res)
+    click.echo(f"p_clean {res.p_clean:.4g}  p_noised {res.p_noised:.4g}  (noise std {res.noise_std:.3g})")
+    click.echo(f"peak: token {tok} {res.tokens[tok]!r}, layer {layer} (1-indexed {layer + 1}), p {p:.4g}")
+    click.echo(f"heatmap: {out}")
+
+
+def _parse_hparam(ctx, param, values) -> dict:
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE")
+        out[key] = yaml.safe_load(raw)
+    return out
+
+
+@main.command()
+@_model_options
+@click.option("--method", required=True, type=click.Choice(METHODS))
+@click.option("--layer", required=True, type=click.IntRange(min=0), help="Central edit layer, 0-indexed.")
+@click.option("--prompt", required=True)
+@click.option("--subject", required=True)
+@click.option("--target-new", required=True)
+@click.option("--target-true", required=True)
+@click.option("--variant", default="error_injection", show_default=True, type=click.Choice(VARIANTS))
+@click.option("--paraphrase", "paraphrases", multiple=True, help="Repeatable.")
+@click.option("--neighborhood", "neighborhood", multiple=True, help="Repeatable.")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Take the method's hyperparameters from a workflow config (editing.methods).")
+@click.option("--hparam", "hparams", multiple=True, callback=_parse_hparam,
+              help="KEY=VALUE override, repeatable (e.g. v_num_grad_steps=30).")
+@click.option("--stats-corpus", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="ROME/MEMIT statistics corpus (one document per line); the toy finds its own.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the row as JSON.")
+def edit(model, device, dtype, method, layer, prompt, subject, target_new, target_true, variant,
+         paraphrases, neighborhood, config, hparams, stats_corpus, seed, as_json):
+    """Edit one fact, evaluate it and print the workflow's metrics row (weights restored)."""
+    from locedit import api
+
+    hp = {**(api.config_hparams(method, variant, config) if config else {}), **hparams}
+    lm = api.load(model, device=device, dtype=dtype)
+    row = api.edit(lm, method, layer, prompt, subject, target_new=target_new, target_true=target_true,
+                   paraphrases=paraphrases, neighborhood=neighborhood, variant=variant, hparams=hp,
+                   stats_corpus=stats_corpus, seed=seed)
+    if as_json:
+        click.echo(json.dumps(row, default=str))
+    else:
+        width = max(map(len, row))
+        for key, value in row.items():
+            click.echo(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
