@@ -11,6 +11,8 @@ Python (:mod:`locedit.api`)::
                        target_new="English", target_true="French")
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 #: The one-fact API, imported on first use: the workflow's planning imports this package and
@@ -20,9 +22,9 @@ _API = ("load", "trace", "plot_trace", "peak", "edit", "config_hparams", "Loaded
 
 def __getattr__(name: str):
     if name in _API:
-        from locedit import api
-
-        return getattr(api, name)
+        # By name, not an import statement: every workflow script imports this package, and the
+        # rules' code hashes (common.smk) follow import statements, also inside functions.
+        return getattr(importlib.import_module("locedit.api"), name)
     raise AttributeError(f"module 'locedit' has no attribute {name!r}")
 
 

@@ -43,7 +43,7 @@ def read_json(path: str | Path):
     missing, empty, not UTF-8 or not JSON."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark is allowed
     except OSError as err:
         raise RecordError(f"{path}: cannot read: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
@@ -289,8 +289,8 @@ def record_problems(
 def _case_id_problem(cid) -> str | None:
     if type(cid) is not int:  # bool is an int subclass; "1004" and 1004.0 are not ids
         return f"must be a JSON integer, got {type(cid).__name__} {cid!r}"
-    if cid < 0:
-        return f"must be >= 0, got {cid}"
+    if not 0 <= cid < 2**63:  # the results tables store it as int64
+        return f"must be in [0, 2**63), got {cid}"
     return None
 
 

@@ -149,6 +149,11 @@ def config_problems(config: Mapping, shape: ModelShape | None = None) -> list[st
             problems.append("dataset.path: required when dataset.source is 'path' (a local file)")
         elif not Path(ds["path"]).expanduser().is_file():
             problems.append(f"dataset.path: no such file {ds['path']!r}")
+    stats = config["editing"]["stats"]
+    if stats.get("corpus") and not Path(stats["corpus"]).expanduser().is_file():
+        problems.append(f"editing.stats.corpus: no such file {stats['corpus']!r}")
+    if stats.get("rome_npz_dir") and not Path(stats["rome_npz_dir"]).expanduser().is_dir():
+        problems.append(f"editing.stats.rome_npz_dir: no such directory {stats['rome_npz_dir']!r}")
     if ds["source"] == "url" and not ds.get("url"):
         problems.append("dataset.url: required when dataset.source is 'url'")
 
@@ -168,6 +173,11 @@ def config_problems(config: Mapping, shape: ModelShape | None = None) -> list[st
             f"analysis.default_layer: {an['default_layer']} is not an edit layer "
             f"(editing.layers: {list(ed['layers'])})"
         )
+    for key, items in (("editing.layers", [int(x) for x in ed["layers"]]),
+                       ("tracing.runs", [f"{r['kind']}/{r['window']}" for r in tr["runs"]])):
+        dups = sorted({x for x in items if items.count(x) > 1}, key=str)
+        if dups:
+            problems.append(f"{key}: listed more than once: {dups}")
     unknown = sorted(set(ed["run_methods"]) - set(ed["methods"]))
     if unknown:
         problems.append(f"editing.run_methods: {unknown} have no entry under editing.methods")

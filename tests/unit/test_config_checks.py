@@ -52,6 +52,9 @@ CROSS_KEY_DEFECTS = [
     ("editing.stats.layers", [0, 1], "editing.stats.layers: ROME/MEMIT edits need the statistics of layer(s) [2, 3, 4, 5]"),
     ("dataset.source", "path", "dataset.path: required when dataset.source is 'path'"),
     ("editing.run_methods", ["rome", "mend"], "editing.run_methods: ['mend'] have no entry"),
+    ("editing.layers", [0, 1, 1], "editing.layers: listed more than once: [1]"),
+    ("tracing.runs", [{"kind": "mlp", "window": 5}, {"kind": "mlp", "window": 5}],
+     "tracing.runs: listed more than once: ['mlp/5']"),
 ]
 
 
@@ -65,6 +68,14 @@ def test_cross_key_defect_is_named(config, key, value, message):
 def test_missing_dataset_file(config, tmp_path):
     config["dataset"].update(source="path", path=str(tmp_path / "nope.json"))
     assert config_problems(config) == [f"dataset.path: no such file '{tmp_path / 'nope.json'}'"]
+
+
+def test_missing_statistics_inputs(config, tmp_path):
+    config["editing"]["stats"].update(corpus=str(tmp_path / "wiki.txt"), rome_npz_dir=str(tmp_path / "npz"))
+    assert config_problems(config) == [
+        f"editing.stats.corpus: no such file '{tmp_path / 'wiki.txt'}'",
+        f"editing.stats.rome_npz_dir: no such directory '{tmp_path / 'npz'}'",
+    ]
 
 
 def test_all_problems_at_once(config):

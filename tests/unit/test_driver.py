@@ -144,6 +144,33 @@ def test_checkpoints_resume(tiny_gpt2, tiny_tokenizer, counterfact_records, tmp_
     assert (tmp_path / "FINGERPRINT").read_text() == "b"
 
 
+def test_engine_resume_recomputes_a_cut_off_chunk_whole(
+    tiny_gpt2, tiny_tokenizer, counterfact_records, tmp_path, monkeypatch
+):
+    """The batched engine's results depend on which facts share a batch, so a resumed job
+    recomputes a partly checkpointed chunk whole: bit-identical to an uninterrupted run, while
+    fully checkpointed chunks are reused."""
+    monkeypatch.setattr(driver, "ENGINE_CHUNK", 2)
+    cases = _cases(tiny_gpt2, tiny_tokenizer, counterfact_records[:3], ["error_injection"])
+    engine = {"row_budget": 64, "max_facts": 8}
+    first = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "ft-1", 1, FT, cache_dir=tmp_path,
+                         fingerprint="a", engine=engine)
+    (tmp_path / "case_1.json").unlink()  # chunk [0, 1] cut off; chunk [2] done
+    batches = []
+    real = driver.BATCHED["ft-1"]
+
+    def recording(model, tok, requests, *args, **kw):
+        batches.append([r.case_id for r in requests])
+        return real(model, tok, requests, *args, **kw)
+
+    monkeypatch.setitem(driver.BATCHED, "ft-1", recording)
+    again = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "ft-1", 1, FT, cache_dir=tmp_path,
+                         fingerprint="a", engine=engine)
+    assert batches == [[0, 1]]
+    cols = [c for c in EDIT_COLUMNS if not c.endswith("_seconds")]
+    pd.testing.assert_frame_equal(first[cols], again[cols])
+
+
 def test_collect_shards(tmp_path):
     rows = [
         {"case_id": c, "variant": "fact_erasure", "method": m, "layer": 1, "rewrite_score": 0.5}

@@ -57,7 +57,9 @@ ID_DEFECTS = [
     ("id-string", lambda r: r.update(case_id="2"), "case_id must be a JSON integer, got str '2'"),
     ("id-float", lambda r: r.update(case_id=2.0), "case_id must be a JSON integer, got float 2.0"),
     ("id-bool", lambda r: r.update(case_id=True), "case_id must be a JSON integer, got bool"),
-    ("id-negative", lambda r: r.update(case_id=-2), "case_id must be >= 0"),
+    ("id-negative", lambda r: r.update(case_id=-2), "case_id must be in [0, 2**63)"),
+    ("id-huge", lambda r: r.update(case_id=2**64), "case_id must be in [0, 2**63)"),
+    ("id-nan", lambda r: r.update(case_id=float("nan")), "case_id must be a JSON integer, got float"),
     ("id-missing", lambda r: r.pop("case_id"), "missing key 'case_id'"),
 ]
 
@@ -149,6 +151,12 @@ def test_unreadable_files_name_the_file(tmp_path, name, content, message):
     with pytest.raises(RecordError) as err:
         load_records(path, "counterfact")
     assert str(err.value).startswith(str(path)) and message in str(err.value)
+
+
+def test_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "records.json"
+    path.write_bytes(b"\xef\xbb\xbf" + (FIXTURES / "counterfact_sample_5.json").read_bytes())
+    assert len(load_records(path, "counterfact")) == 5
 
 
 def test_missing_file(tmp_path):

@@ -39,7 +39,7 @@ def _targets(results: str) -> list[str]:
     )
     return (
         [f"{results}/regression.csv"]
-        + [f"{results}/analysis/tables/{t}.{e}" for t in tables for e in ("md", "tex")]
+        + [f"{results}/analysis/tables/{t}.{e}" for t in tables for e in ("md", "tex", "html")]
         + [f"{results}/figures/{f}.{e}" for f in figs for e in ("png", "pdf")]
     )
 
@@ -113,6 +113,13 @@ def test_analysis_rules_run_on_the_reduced_config(tmp_path):
         tmp_path, "-n", "--allowed-rules", *ANALYSIS_RULES, "--", *targets, configfile=configfile
     )
     assert "Nothing to be done" in dry.stdout + dry.stderr
+    # The report holds every table (rendered HTML, captioned), not only the figures.
+    report = tmp_path / "report.html"
+    snakemake(tmp_path, "--report", str(report), "--allowed-rules", *ANALYSIS_RULES, "--",
+              *targets, configfile=configfile)
+    html = report.read_text(errors="replace")
+    tables = sorted({t.rsplit("/", 1)[1].split(".")[0] for t in targets if "/tables/" in t})
+    assert tables and not [t for t in tables if f"{t}.html" not in html], tables
 
 
 def test_every_figure_has_a_caption():

@@ -122,6 +122,15 @@ rule write_tables:
             for name in ANALYSIS_TABLES
             for ext in ("md", "tex")
         },
+        **{
+            f"{name}_html": report(
+                f"results/{{model}}/{{dataset}}/analysis/tables/{name}.html",
+                caption="../report/tables.rst",
+                category="Tables",
+                labels={"table": name},
+            )
+            for name in ANALYSIS_TABLES
+        },
     log:
         "logs/write_tables/{model}/{dataset}.log",
     conda:

@@ -23,10 +23,16 @@ def main(snakemake) -> None:
     p = snakemake.params
     shape, problems = fetched_model_shape(p.model_source)
     raw = snakemake.input.raw
+    tok = None
+    if shape is not None:
+        try:
+            tok = load_tokenizer(p.model_source)
+        except (OSError, ValueError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            problems.append(f"model.source: cannot load the tokenizer of {p.model_source!r}: {first}")
     try:
         records = load_records(raw, p.fmt, seed=p.seed)[: p.limit]
-        tok = load_tokenizer(p.model_source) if shape is not None else None
-        limits = None if shape is None else LengthLimits(n_ctx=shape.n_ctx, generate=p.generate)
+        limits = None if tok is None else LengthLimits(n_ctx=shape.n_ctx, generate=p.generate)
         validate_records(records, tok, limits, source=f"{raw} (dataset.path / dataset.source)")
     except RecordError as err:
         problems.append(str(err))

@@ -1,9 +1,10 @@
-"""Markdown and LaTeX tables: the paper's Tables 1-8, robust inference, the paper comparison."""
+"""Markdown, LaTeX and HTML (for the report) tables: the paper's Tables 1-8, robust inference,
+the paper comparison."""
 
 import pandas as pd
 
 from locedit.analysis.plots import resolve_default_layer
-from locedit.analysis.tables import build_tables, render
+from locedit.analysis.tables import build_tables, render, to_html
 from locedit.io import write_text
 from locedit.workflow import setup_logging
 
@@ -30,6 +31,7 @@ def main(snakemake) -> None:
         md, tex = render(sections, name)
         write_text(md, snakemake.output[f"{name}_md"])
         write_text(tex, snakemake.output[f"{name}_tex"])
+        write_text(to_html(sections), snakemake.output[f"{name}_html"])
 
 
 if __name__ == "__main__":

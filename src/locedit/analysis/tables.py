@@ -414,6 +414,20 @@ def build_tables(
     return {k: out[k] for k in TABLE_NAMES}
 
 
+def to_html(sections: list[tuple[str, pd.DataFrame, str]]) -> str:
+    """One table file as a standalone HTML page (the Snakemake report shows it)."""
+    from html import escape
+
+    parts = []
+    for title, df, note in sections:
+        parts.append(f"<h3>{escape(title)}</h3>")
+        if note:
+            parts.append(f"<p>{escape(note)}</p>")
+        parts.append(df.to_html(index=False, border=0) if len(df) else "<p><em>(no rows)</em></p>")
+    style = "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
+    return f"<html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+
+
 def render(sections: list[tuple[str, pd.DataFrame, str]], stem: str) -> tuple[str, str]:
     """(markdown, latex) text of one table file."""
     md = "\n".join(to_markdown(df, title, note) for title, df, note in sections)

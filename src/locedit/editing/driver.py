@@ -42,6 +42,11 @@ _METHOD_FUNCS = {
 }
 #: Methods that need covariance statistics and context templates.
 NEEDS_STATS = ("rome", "memit")
+#: Facts the batched engine edits together and checkpoints together. A fact's result depends on
+#: which facts share its batches (the float rounding of batched matmuls), so a job resumed after
+#: a kill recomputes a cut-off chunk whole, never its remaining facts alone: the resumed job's
+#: results equal an uninterrupted run's bit for bit. (The per-fact path checkpoints every fact.)
+ENGINE_CHUNK = 256
 
 
 def _lazy(module: str, name: str) -> Callable:
@@ -219,7 +224,8 @@ def run_edit_job(
 
     Args:
         cases: eligible cases of one variant with their pre-edit values.
-        cache_dir: per-case JSON checkpoints (reused when present: resumption).
+        cache_dir: per-case JSON checkpoints, reused when present (resumption); with the engine
+            they are written per ENGINE_CHUNK of cases, once the whole chunk is done.
         fingerprint: identity of everything the rows depend on (settings, code, inputs);
             checkpoints written under another fingerprint are discarded, never reused.
         progress: file object for the tqdm bar (the rule's log).
@@ -237,25 +243,30 @@ def run_edit_job(
         raise ValueError(f"editing.layers: layer {layer} outside [0, {total}) for this model")
     cache = open_checkpoints(cache_dir, fingerprint) if cache_dir is not None else None
     done = [read_checkpoint(cache, int(c["case_id"])) for c in cases]
-    todo = [i for i, row in enumerate(done) if row is None]
-    if len(todo) < len(cases):
-        logger.info("reused %d checkpointed edit(s) from %s", len(cases) - len(todo), cache)
+    size = 1 if engine is None else ENGINE_CHUNK
+    chunks = [range(s, min(s + size, len(cases))) for s in range(0, len(cases), size)]
+    todo = [c for c in chunks if any(done[i] is None for i in c)]
+    n_todo = sum(len(c) for c in todo)
+    if n_todo < len(cases):
+        logger.info("reused %d checkpointed edit(s) from %s", len(cases) - n_todo, cache)
     templates = list(context_templates or [])
-    requests = [build_request(cases[i], tok, d_model(model)) for i in todo]
-    if engine is not None:
-        edits = BATCHED[method](model, tok, requests, int(layer), hparams, stats, templates, **engine)
-    else:
-        fn = METHODS[method]
-        edits = (fn(model, tok, r, int(layer), hparams, stats, templates) for r in requests)
-    bar = tqdm(total=len(todo), desc=f"{method} L{layer}", file=progress, mininterval=5)
-    t0 = time.perf_counter()
-    for i, (snapshot, info) in zip(todo, edits):
-        # the engine's shared work lands on the edits it is handed out with
-        edit_s = time.perf_counter() - t0
-        done[i] = score_edit(model, tok, cases[i], method, int(layer), snapshot, info, edit_s, **scoring)
-        write_checkpoint(cache, int(cases[i]["case_id"]), done[i])
-        bar.update()
+    bar = tqdm(total=n_todo, desc=f"{method} L{layer}", file=progress, mininterval=5)
+    for chunk in todo:
+        requests = [build_request(cases[i], tok, d_model(model)) for i in chunk]
+        if engine is not None:
+            edits = BATCHED[method](model, tok, requests, int(layer), hparams, stats, templates, **engine)
+        else:
+            fn = METHODS[method]
+            edits = (fn(model, tok, r, int(layer), hparams, stats, templates) for r in requests)
         t0 = time.perf_counter()
+        for i, (snapshot, info) in zip(chunk, edits):
+            # the engine's shared work lands on the edits it is handed out with
+            edit_s = time.perf_counter() - t0
+            done[i] = score_edit(model, tok, cases[i], method, int(layer), snapshot, info, edit_s, **scoring)
+            bar.update()
+            t0 = time.perf_counter()
+        for i in chunk:  # a chunk counts as done only once all of it is
+            write_checkpoint(cache, int(cases[i]["case_id"]), done[i])
     bar.close()
     return as_edit_table(done)
 
