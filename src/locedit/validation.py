@@ -153,7 +153,10 @@ def config_problems(config: Mapping, shape: ModelShape | None = None) -> list[st
     if stats.get("corpus") and not Path(stats["corpus"]).expanduser().is_file():
         problems.append(f"editing.stats.corpus: no such file {stats['corpus']!r}")
     if stats.get("rome_npz_dir") and not Path(stats["rome_npz_dir"]).expanduser().is_dir():
-        problems.append(f"editing.stats.rome_npz_dir: no such directory {stats['rome_npz_dir']!r}")
+        # A warning, not an error: the paper presets name ROME's files before they are
+        # downloaded, and planning them (a dry run) must work.
+        print(f"locedit: editing.stats.rome_npz_dir {stats['rome_npz_dir']!r} does not exist (yet): "
+              "compute_layer_stats will compute every layer from editing.stats.corpus", file=sys.stderr)
     if ds["source"] == "url" and not ds.get("url"):
         problems.append("dataset.url: required when dataset.source is 'url'")
 
