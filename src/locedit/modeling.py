@@ -54,6 +54,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_hub_source(source: str) -> None:
+    """Fail in one line, not after the hub client's retries, when ``source`` is a hub id that is
+    neither cached nor reachable."""
+    from locedit.validation import ConfigError, fetched_model_shape, source_kind
+
+    if source_kind(source) == "hub":
+        _, problems = fetched_model_shape(source)
+        if problems:
+            raise ConfigError(problems[0])
+
+
 def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
     """Tokenizer of ``source`` with a pad token (EOS when it has none) for batched scoring."""
     tok = AutoTokenizer.from_pretrained(source)
@@ -75,6 +86,7 @@ def load_model(
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     dev = resolve_device(device)
+    check_hub_source(source)
     # A job loads its model once; transformers' per-tensor "Loading weights" bar would print one
     # bar per job on the console (70+ in a default run) and says nothing the log line below doesn't.
     hf_logging.disable_progress_bar()

@@ -27,6 +27,12 @@ def setup_logging(snakemake) -> logging.Logger:
     )
 
     def excepthook(exc_type, exc, tb):
+        from locedit.records import RecordError
+        from locedit.validation import ConfigError
+
+        if issubclass(exc_type, (ConfigError, RecordError)):  # input problems: the message says it
+            logging.getLogger("locedit").error("%s", exc)
+            return
         logging.getLogger("locedit").error(
             "uncaught exception:\n%s", "".join(traceback.format_exception(exc_type, exc, tb))
         )

@@ -18,6 +18,7 @@ from locedit.validation import (
     source_kind,
 )
 from tests.conftest import REPO
+from tests.workflow.helpers import reverse_mappings
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
 SHAPE = ModelShape("GPT2LMHeadModel", 6, 128, "toy_model")
@@ -116,14 +117,7 @@ def test_nested_command_line_overrides_get_yaml_types(config):
 
 
 def test_canonical_ignores_key_order(config):
-    def reverse(value):
-        if isinstance(value, dict):
-            return {k: reverse(value[k]) for k in reversed(list(value))}
-        if isinstance(value, list):
-            return [reverse(v) for v in value]
-        return value
-
-    shuffled = reverse(copy.deepcopy(config))
+    shuffled = reverse_mappings(copy.deepcopy(config))
     assert list(shuffled) != list(config)
     assert repr(canonical(shuffled)) == repr(canonical(config))
 
@@ -166,3 +160,16 @@ def test_uncached_hub_model_offline_fails_in_one_line(config, monkeypatch):
     # Planning still works offline (dry runs of the presets): no problem, no shape.
     config["model"]["source"] = "locedit-test/no-such-model"
     assert planned_model_shape(config) == (None, [])
+
+
+def test_loading_an_unreachable_hub_model_fails_in_one_line(monkeypatch):
+    import time
+
+    from locedit.modeling import load_model
+    from locedit.validation import ConfigError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="model.source: hub model 'locedit-test/no-such-model'"):
+        load_model("locedit-test/no-such-model", device="cpu")
+    assert time.perf_counter() - t0 < 5

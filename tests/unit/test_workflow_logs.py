@@ -35,3 +35,25 @@ def test_log_lines_and_progress_bars_share_one_writer(tmp_path):
     # every log record is whole (a bar's carriage return may precede it on the same line)
     records = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO locedit\.test: [a-z0-9 ]+\n", text)
     assert len(records) == 6
+
+
+def test_input_errors_are_logged_without_a_traceback(tmp_path):
+    import sys
+
+    from locedit.validation import ConfigError
+
+    log = tmp_path / "job.log"
+    setup_logging(SimpleNamespace(log=[str(log)]))
+    try:
+        raise ConfigError("model.source: hub model 'x/y' is not cached")
+    except ConfigError:
+        sys.excepthook(*sys.exc_info())
+    try:
+        raise KeyError("a bug")
+    except KeyError:
+        sys.excepthook(*sys.exc_info())
+    logging.getLogger().handlers.clear()
+    sys.excepthook = sys.__excepthook__
+    text = log.read_text()
+    assert "ERROR locedit: model.source: hub model 'x/y' is not cached\n" in text
+    assert text.count("Traceback") == 1 and "a bug" in text  # a bug keeps its traceback

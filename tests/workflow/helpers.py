@@ -37,3 +37,13 @@ def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: 
             f"snakemake failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
         )
     return proc
+
+
+def reverse_mappings(value):
+    """``value`` with every mapping's keys in reverse order, recursively (lists keep theirs):
+    the same config as another tool (or ``yaml.safe_dump``) might order it."""
+    if isinstance(value, dict):
+        return {k: reverse_mappings(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [reverse_mappings(v) for v in value]
+    return value

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow.helpers import write_config
+from tests.workflow.helpers import reverse_mappings, write_config
 from tests.workflow.runs import (
     TARGETS,
     dry_run_jobs,
@@ -88,14 +88,7 @@ def test_config_mistakes_stop_at_planning(finished):
 
 
 def test_key_order_does_not_rerun(finished):
-    def reverse(value):
-        if isinstance(value, dict):
-            return {k: reverse(value[k]) for k in reversed(list(value))}
-        if isinstance(value, list):
-            return [reverse(v) for v in value]
-        return value
-
-    cfg = reverse(copy.deepcopy(orchestration_config()))
+    cfg = reverse_mappings(copy.deepcopy(orchestration_config()))
     path = finished / "reordered.yaml"
     import yaml
 
