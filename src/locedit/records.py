@@ -30,6 +30,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from locedit.scoring import encode_prompt, encode_prompt_target
+from locedit.validation import problem_report
 
 logger = logging.getLogger(__name__)
 
@@ -332,9 +333,7 @@ def validate_records(
 def raise_record_problems(problems: list[str], source: str, shown: int = 50) -> None:
     """Raise :class:`RecordError` listing ``problems`` (the first ``shown``); no-op when empty."""
     if problems:
-        lines = "\n  ".join(problems[:shown])
-        more = f"\n  … and {len(problems) - shown} more" if len(problems) > shown else ""
-        raise RecordError(f"{len(problems)} problem(s) in {source}:\n  {lines}{more}")
+        raise RecordError(problem_report(problems, source, shown))
 
 
 def flat_fact(record: dict) -> dict:

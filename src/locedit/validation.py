@@ -210,11 +210,18 @@ def _stats_coverage(config: Mapping, shape: ModelShape) -> list[str]:
     return [f"editing.stats.layers: ROME/MEMIT edits need the statistics of layer(s) {missing}"]
 
 
+def problem_report(problems: list[str], where: str, shown: int | None = None) -> str:
+    """``problems`` as one message, one indented line each (the first ``shown`` when given):
+    the format of every input error (config, records, validate_inputs)."""
+    lines = "\n  ".join(problems[:shown])
+    more = f"\n  … and {len(problems) - shown} more" if shown is not None and len(problems) > shown else ""
+    return f"{len(problems)} problem(s) in {where}:\n  {lines}{more}"
+
+
 def raise_problems(problems: list[str], where: str) -> None:
     """Raise :class:`ConfigError` listing ``problems`` (no-op when empty)."""
     if problems:
-        lines = "\n  ".join(problems)
-        raise ConfigError(f"{len(problems)} problem(s) in {where}:\n  {lines}")
+        raise ConfigError(problem_report(problems, where))
 
 
 def fetched_model_shape(source: str) -> tuple[ModelShape | None, list[str]]:

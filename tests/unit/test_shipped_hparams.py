@@ -8,17 +8,16 @@ stop_loss) are only reached on a trained model: tests/workflow/test_toy_science.
 from __future__ import annotations
 
 import pytest
-import yaml
 
+from locedit.api import config_hparams
 from locedit.editing.rome import ROME_DEFAULTS, resolve_hparams, rome_updates
 from tests.conftest import REPO
 from tests.unit.test_rome import TEMPLATES, _model, _request, _stats
 
-METHODS = yaml.safe_load((REPO / "config.yaml").read_text())["editing"]["methods"]
-
 
 def _shipped(method: str) -> dict:
-    return {k: v for k, v in METHODS[method].items() if k != "per_variant"}
+    """What the workflow's error-injection jobs of ``method`` use (config.yaml)."""
+    return config_hparams(method, "error_injection", REPO / "config.yaml")
 
 
 def _rome(tok, records, **changed):

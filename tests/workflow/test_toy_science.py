@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from locedit.api import config_hparams
 from tests.workflow.helpers import REPO
 from tests.workflow.runs import DEFAULT_STUDY_LIMIT as LIMIT
 from tests.workflow.runs import default_study_run
@@ -75,8 +76,8 @@ def _trained(default_study, n: int = 8):
 
 
 def _shipped(method: str) -> dict:
-    methods = yaml.safe_load((REPO / "config.yaml").read_text())["editing"]["methods"]
-    return {k: v for k, v in methods[method].items() if k != "per_variant"}
+    """What the workflow's error-injection jobs of ``method`` use (config.yaml)."""
+    return config_hparams(method, "error_injection", REPO / "config.yaml")
 
 
 def _rome_diags(default_study, layer: int, **changed):

@@ -12,7 +12,7 @@ import logging
 from locedit.io import write_json
 from locedit.modeling import load_tokenizer
 from locedit.records import LengthLimits, RecordError, load_records, validate_records
-from locedit.validation import fetched_model_shape
+from locedit.validation import fetched_model_shape, problem_report
 from locedit.workflow import fail, records_digest, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def main(snakemake) -> None:
     except RecordError as err:
         problems.append(str(err))
     if problems:
-        fail(f"{len(problems)} problem(s) in the inputs:\n  " + "\n  ".join(problems))
+        fail(problem_report(problems, "the inputs"))
     report = {
         "records": len(records),
         "sha256": records_digest(records),
