@@ -3,13 +3,16 @@
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.api as sm
 import statsmodels.formula.api as smf
 from scipy import stats
 
 from locedit.analysis.regression import cell_frame, design, fit_all, fit_cell, ols, pearson
 from locedit.analysis.robust import (
+    ROBUST_COLUMNS,
     bootstrap_r2,
     cluster_wald,
+    cv_r2_diff,
     permutation_r2_diff,
     r2_batch,
     robust_cell,
@@ -148,13 +151,117 @@ def test_cluster_wald_equals_a_hand_computed_sandwich():
     assert res["wald_pvalue_cluster"] == pytest.approx(stats.f.sf(W, 4, G - 1), rel=1e-6)
 
 
-def test_bootstrap_ci_covers_the_true_gain_and_is_deterministic():
+def _f_test(beta, V, R, q, df2):
+    rb = R @ beta
+    W = rb @ np.linalg.solve(R @ V @ R.T, rb) / q
+    return W, stats.f.sf(W, q, df2)
+
+
+def test_cr3_wald_matches_the_cluster_jackknife_from_its_definition():
+    # CR3 = sum over facts of (b_(g) - b)(b_(g) - b)^T, b_(g) refitted without fact g.
+    d = make_cell(n_cases=12, slope=0.15, noise=0.2, case_sd=0.2, seed=21)
+    X, y, g = design(d, "both"), d["y"].to_numpy(), d["case_id"].to_numpy()
+    beta = np.linalg.lstsq(X, y, rcond=None)[0]
+    loo = np.array([np.linalg.lstsq(X[g != c], y[g != c], rcond=None)[0] for c in np.unique(g)])
+    V = (loo - beta).T @ (loo - beta)
+    R = np.zeros((4, 8))
+    R[np.arange(4), np.arange(4, 8)] = 1
+    W, p = _f_test(beta, V, R, 4, 12 - 1)
+    res = cluster_wald(d)
+    assert res["wald_status"] == "ok"
+    assert res["wald_f_cr3"] == pytest.approx(W, rel=1e-8)
+    assert res["wald_pvalue_cr3"] == pytest.approx(p, rel=1e-8)
+    assert res["wald_pvalue_cr3"] > res["wald_pvalue_cluster"]  # CR1 is the liberal one
+
+
+def test_wild_cluster_bootstrap_matches_refitting_each_replicate():
+    # WCR by definition: y* = Layer-only fit + its residuals times one Rademacher sign per fact;
+    # refit the Both model with statsmodels' CR1 covariance and count W* >= W.
+    d = make_cell(n_cases=20, slope=0.08, noise=0.2, case_sd=0.2, seed=26)
+    X, y, g = design(d, "both"), d["y"].to_numpy(), d["case_id"].to_numpy()
+    R = np.zeros((4, 8))
+    R[np.arange(4), np.arange(4, 8)] = 1
+
+    def wald(yy):
+        fit = sm.OLS(yy, X).fit(cov_type="cluster", cov_kwds={"groups": g}, use_t=True)
+        return fit.wald_test(R, use_f=True, scalar=True).statistic
+
+    restricted = sm.OLS(y, X[:, :4]).fit()
+    signs = np.random.default_rng([5]).choice([-1.0, 1.0], size=(99, 20))
+    boot = [wald(restricted.fittedvalues + v[g] * restricted.resid) for v in signs]
+    p = (1 + np.sum(np.array(boot) >= wald(y) * (1 - 1e-12))) / 100
+    res = cluster_wald(d, 99, [5])
+    assert res["wald_pvalue_wild"] == pytest.approx(p, abs=1e-12)
+    assert 0.01 < p < 1  # a p-value the count can actually move
+
+
+def test_wald_tests_only_identified_slopes():
+    # A layer whose trace effect is constant has no identified slope: q = 3, as in the F-test.
+    d = make_cell(n_cases=40, slope=0.0, noise=0.2, seed=22)
+    d.loc[d["layer"] == 2, "x"] = 0.5
+    res, f = cluster_wald(d), fit_cell(d)
+    assert res["wald_status"] == "ok"
+    assert res["wald_df_num"] == f["f_df_num"] == 3
+    keep = [0, 1, 2, 3, 4, 5, 7]  # the layer-2 interaction is 0.5 x its dummy
+    X, y, g = design(d, "both")[:, keep], d["y"].to_numpy(), d["case_id"].to_numpy()
+    fit = sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": g}, use_t=True)
+    R = np.zeros((3, 7))
+    R[np.arange(3), [4, 5, 6]] = 1
+    W, p = _f_test(fit.params, fit.cov_params(), R, 3, 40 - 1)
+    assert res["wald_f"] == pytest.approx(W, rel=1e-6)
+    assert res["wald_pvalue_cluster"] == pytest.approx(p, rel=1e-6)
+
+
+def test_wald_refuses_when_facts_are_too_few_for_the_slopes():
+    # 3 facts cannot identify a clustered covariance of 4 slopes (rank <= G - 1 = 2).
+    res = cluster_wald(make_cell(n_cases=3, seed=23))
+    assert res["wald_status"] == "too_few_clusters"
+    assert np.isnan(res["wald_pvalue_cr3"]) and np.isnan(res["wald_pvalue_cluster"])
+    d = make_cell(n_cases=30, seed=24)
+    d["x"] = d["layer"] * 0.1  # constant within every layer: no slope identified
+    assert cluster_wald(d)["wald_status"] == "no_identified_slope"
+
+
+def test_cv_r2_diff_matches_refitting_each_fold():
+    d = make_cell(n_cases=25, slope=0.3, noise=0.2, seed=25)
+    res = cv_r2_diff(d, 5, 1, [7])
+    G, case = 25, d["case_id"].to_numpy()
+    fold_of_case = np.empty(G, dtype=int)
+    fold_of_case[np.random.default_rng([7]).permutation(G)] = np.arange(G) % 5
+    fold, y = fold_of_case[case], d["y"].to_numpy()
+    sse = {}
+    for model in ("layer", "both"):
+        pred = np.empty(len(d))
+        for k in range(5):
+            train, test = fold != k, fold == k
+            beta = np.linalg.lstsq(design(d[train], model), y[train], rcond=None)[0]
+            pred[test] = design(d[test], model) @ beta
+        sse[model] = np.sum((y - pred) ** 2)
+    sst = np.sum((y - y.mean()) ** 2)
+    assert res["cv_r2_layer"] == pytest.approx(1 - sse["layer"] / sst, abs=1e-10)
+    assert res["cv_r2_both"] == pytest.approx(1 - sse["both"] / sst, abs=1e-10)
+    assert res["cv_r2_diff"] == pytest.approx((sse["layer"] - sse["both"]) / sst, abs=1e-10)
+
+
+def test_cv_r2_diff_recovers_a_real_gain_and_is_negative_for_noise():
+    strong = cv_r2_diff(make_cell(n_cases=300, seed=9), 5, 10, [0])
+    assert strong["cv_r2_diff_ci_low"] < 0.03 / 0.09 < strong["cv_r2_diff_ci_high"]
+    assert strong == cv_r2_diff(make_cell(n_cases=300, seed=9), 5, 10, [0])
+    null = [
+        cv_r2_diff(make_cell(n_cases=30, slope=0, case_sd=0.2, seed=s), 5, 5, [s])
+        for s in range(300)
+    ]
+    gains = np.array([r["cv_r2_diff"] for r in null])
+    assert gains.mean() < 0  # the extra slopes cost out-of-sample accuracy
+    assert np.mean([r["cv_r2_diff_ci_low"] > 0 for r in null]) < 0.05
+
+
+def test_bootstrap_r2_ci_covers_the_population_values_and_is_deterministic():
     d = make_cell(n_cases=300, seed=9)
     a = bootstrap_r2(d, 200, [1, 2])
     assert a == bootstrap_r2(d, 200, [1, 2])
-    assert a["r2_diff_ci_low"] < 0.03 / 0.09 < a["r2_diff_ci_high"]
-    assert a["r2_diff_ci_high"] - a["r2_diff_ci_low"] < 0.1
     assert a["r2_layer_ci_low"] < 0.05 / 0.09 < a["r2_layer_ci_high"]
+    assert a["r2_trace_ci_high"] - a["r2_trace_ci_low"] < 0.1
 
 
 def test_permutation_test_detects_an_effect_and_keeps_its_size_under_the_null():
@@ -179,6 +286,7 @@ def test_permutation_null_mean_is_the_chance_gain_of_the_extra_parameters():
 
 def test_robust_cell_returns_every_column():
     out = robust_cell(make_cell(n_cases=20, seed=12), 20, 20, [0])
+    assert list(out) == ROBUST_COLUMNS and out.pop("wald_status") == "ok"
     assert all(np.isfinite(v) for v in out.values())
 
 

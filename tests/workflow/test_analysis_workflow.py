@@ -98,7 +98,9 @@ def test_analysis_rules_run_on_the_reduced_config(tmp_path):
         "rmse_layer",
         "mae_trace",
         "wald_pvalue_cluster",
-        "r2_diff_ci_low",
+        "wald_pvalue_cr3",
+        "wald_status",
+        "cv_r2_diff",
         "perm_pvalue",
         "status",
     ]:

@@ -102,6 +102,9 @@ rule fit_regressions:
         bootstrap_replicates=config["analysis"]["bootstrap_replicates"],
         permutations=config["analysis"]["permutations"],
         confidence=config["analysis"]["confidence"],
+        cv_folds=config["analysis"]["cv_folds"],
+        cv_repeats=config["analysis"]["cv_repeats"],
+        wild_bootstrap_reps=config["analysis"]["wild_bootstrap_reps"],
         seed=analysis_seed(),
         code=code_hash("workflow/scripts/fit_regressions.py"),
     script:

@@ -1,4 +1,5 @@
-"""The paper's regressions (+ clustered, bootstrap and permutation inference) on edit_vs_trace."""
+"""The paper's regressions (+ clustered Wald, cross-validated, bootstrap and permutation
+inference) on edit_vs_trace."""
 
 import pandas as pd
 
@@ -20,6 +21,9 @@ def main(snakemake) -> None:
         permutations=p.permutations,
         seed=p.seed,
         confidence=p.confidence,
+        cv_folds=p.cv_folds,
+        cv_repeats=p.cv_repeats,
+        wild_reps=p.wild_bootstrap_reps,
     )
     for name, frame in frames.items():
         with atomic_path(snakemake.output[name]) as tmp:

@@ -3,7 +3,9 @@
 Modules:
 - ``join``: the per-edit analysis table (``edit_vs_trace.parquet``).
 - ``regression``: the paper's OLS models (layer / trace / both), F-tests, RMSE/MAE, correlations.
-- ``robust``: beyond the paper: case-clustered Wald tests, case-bootstrap CIs, permutation tests.
+- ``cluster``: beyond the paper: fact-clustered tests (wild cluster bootstrap, CR3, CR1 Wald).
+- ``robust``: beyond the paper: out-of-sample Diff by fact-level CV, bootstrap CIs, permutation
+  tests.
 - ``tables``: markdown / LaTeX replicas of the paper's tables and the side-by-side comparison.
 - ``reference``: the paper's GPT-J numbers.
 - ``plots``: seaborn figures (read tables only; never a model).

@@ -4,33 +4,38 @@ The paper's F-test (``regression.fit_cell``) treats the (fact x layer) rows as i
 fact's rows share its tracing curve and its idiosyncrasies, so the effective sample is closer to
 the number of facts than the number of rows. Beyond the paper this module adds, per cell:
 
-- ``cluster_wald``: the Both model with a covariance clustered by ``case_id``; a Wald F-test that
-  the trace slope and all its layer interactions are zero (the same hypothesis as the paper's
-  nested F-test), with G - 1 denominator degrees of freedom (G = number of facts).
-- ``bootstrap_r2``: a case-resampling bootstrap (whole facts, all their layers) of R² layer / trace
-  / both and of ``r2_diff``, giving percentile confidence intervals.
+- ``cluster.cluster_wald``: fact-clustered tests that the trace slopes are all zero (the
+  paper's nested-F hypothesis): a wild cluster bootstrap, a CR3 and a CR1 Wald test, on the
+  identified slopes only (see ``locedit.analysis.cluster``).
+- ``cv_r2_diff``: the out-of-sample answer to "does tracing help?": the gain in R² of the Both
+  model over Layer-only on facts left out of the fit, by fact-level (grouped) K-fold
+  cross-validation, repeated, with a fact-level standard error.
+- ``bootstrap_r2``: case-resampling percentile intervals for R² layer and trace.
 - ``permutation_r2_diff``: a case-level permutation test: facts' whole tracing curves are shuffled
   across facts, so the null keeps the layer structure and the within-fact dependence; it also
   gives ``r2_diff_null_mean``, the R² gain the L extra parameters buy by chance.
 
 The bootstrap and permutation R²s are computed in closed form from per-layer weighted moments
 (``r2_batch``), vectorised over replicates: the Both model is a separate simple regression per
-layer, so its SSE is the sum of per-layer SSEs.
+layer, so its SSE is the sum of per-layer SSEs. Cross-validation uses the same per-layer moments
+of each training fold.
 """
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
+from scipy import stats
 
-from locedit.analysis.regression import design
+from locedit.analysis.cluster import WALD_COLUMNS, cluster_wald
 
+CV_COLUMNS = [
+    "cv_r2_layer", "cv_r2_both", "cv_r2_diff", "cv_r2_diff_se",
+    "cv_r2_diff_ci_low", "cv_r2_diff_ci_high",
+]  # fmt: skip
 ROBUST_COLUMNS = [
-    "wald_f", "wald_df_num", "wald_df_denom", "wald_pvalue_cluster",
-    "r2_diff_ci_low", "r2_diff_ci_high", "r2_diff_boot_se",
+    *WALD_COLUMNS, *CV_COLUMNS,
     "r2_trace_ci_low", "r2_trace_ci_high", "r2_layer_ci_low", "r2_layer_ci_high",
     "perm_pvalue", "r2_diff_null_mean", "r2_diff_excess",
 ]  # fmt: skip
@@ -85,57 +90,20 @@ def _codes(d: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, int, int]:
     return case_idx, layer_idx, int(case_idx.max()) + 1, len(layers)
 
 
-def cluster_wald(d: pd.DataFrame) -> dict:
-    """Case-clustered Wald F-test that trace_effect and its layer interactions are all zero.
-
-    Args:
-        d: ``regression.cell_frame`` rows (``y, x, layer, case_id``).
-    """
-    out = {
-        "wald_f": np.nan,
-        "wald_df_num": np.nan,
-        "wald_df_denom": np.nan,
-        "wald_pvalue_cluster": np.nan,
-    }
-    groups, _ = pd.factorize(d["case_id"])
-    if groups.max() + 1 < 3:
-        return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        X = design(d, "both")  # intercept, L-1 layer dummies, x, L-1 interactions
-        res = sm.OLS(d["y"].to_numpy(dtype=float), X).fit(
-            cov_type="cluster", cov_kwds={"groups": groups}, use_t=True
-        )
-        n_layers = d["layer"].nunique()
-        idx = np.arange(n_layers, X.shape[1])  # x and its interactions
-        R = np.zeros((len(idx), X.shape[1]))
-        R[np.arange(len(idx)), idx] = 1.0
-        try:
-            test = res.wald_test(R, use_f=True, scalar=True)
-        except (np.linalg.LinAlgError, ValueError):
-            return out
-    out.update(
-        wald_f=float(test.statistic),
-        wald_df_num=float(test.df_num),
-        wald_df_denom=float(test.df_denom),
-        wald_pvalue_cluster=float(test.pvalue),
-    )
-    return out
-
-
 def bootstrap_r2(
     d: pd.DataFrame, replicates: int, seed: int | list[int], confidence: float = 0.95
 ) -> dict:
-    """Case-resampling bootstrap percentile CIs for R² layer / trace and ``r2_diff``.
+    """Case-resampling bootstrap percentile CIs for R² layer and trace.
 
-    ``seed`` is anything ``np.random.default_rng`` takes (an int or a list of ints).
+    ``seed`` is anything ``np.random.default_rng`` takes (an int or a list of ints). Diff gets no
+    bootstrap interval: Diff is bounded below by 0 and biased upward by the L extra slopes, so
+    its percentile interval can exclude its own estimate; ``cv_r2_diff`` answers that question.
     """
     case_idx, layer_idx, G, L = _codes(d)
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(G, np.full(G, 1.0 / G), size=replicates)  # [B, G]
     w = counts[:, case_idx].astype(float)  # [B, n]
-    r2_l, r2_t, r2_b = r2_batch(w, d["x"].to_numpy(), d["y"].to_numpy(), layer_idx, L)
-    diff = r2_b - r2_l
+    r2_l, r2_t, _ = r2_batch(w, d["x"].to_numpy(), d["y"].to_numpy(), layer_idx, L)
     lo, hi = (1 - confidence) / 2, 1 - (1 - confidence) / 2
 
     def q(a):
@@ -145,10 +113,91 @@ def bootstrap_r2(
         )
 
     out = {}
-    out["r2_diff_ci_low"], out["r2_diff_ci_high"] = q(diff)
     out["r2_trace_ci_low"], out["r2_trace_ci_high"] = q(r2_t)
     out["r2_layer_ci_low"], out["r2_layer_ci_high"] = q(r2_l)
-    out["r2_diff_boot_se"] = float(np.nanstd(diff, ddof=1)) if replicates > 1 else np.nan
+    return out
+
+
+def _fold_fits(train: np.ndarray, x: np.ndarray, y: np.ndarray, onehot: np.ndarray):
+    """Per-layer mean of x and y and OLS slope of y on x, fitted on each fold's training rows.
+
+    Args:
+        train: [K, n] 1 for a training row of fold k.
+        x, y: [n].
+        onehot: [n, L] layer indicator.
+
+    Returns:
+        (mean_x, mean_y, slope), each [K, L]; an unidentified slope (x constant) is 0, and a
+        layer absent from a fold's training rows gets that fold's overall means.
+    """
+    n_l = train @ onehot
+    sx, sy = (train * x) @ onehot, (train * y) @ onehot
+    sxx, sxy = (train * x * x) @ onehot, (train * x * y) @ onehot
+    safe = np.where(n_l > 0, n_l, 1.0)
+    mx, my = sx / safe, sy / safe
+    cxx, cxy = sxx - sx * mx, sxy - sx * my
+    ok = cxx > 1e-12 * np.maximum(sxx, 1.0)
+    slope = np.where(ok, cxy / np.where(ok, cxx, 1.0), 0.0)
+    empty = n_l == 0
+    if empty.any():
+        tot = train.sum(1, keepdims=True)
+        mx = np.where(empty, (train @ x)[:, None] / tot, mx)
+        my = np.where(empty, (train @ y)[:, None] / tot, my)
+    return mx, my, slope
+
+
+def cv_r2_diff(
+    d: pd.DataFrame, folds: int, repeats: int, seed: int | list[int], confidence: float = 0.95
+) -> dict:
+    """Out-of-sample gain in R² from adding tracing, by fact-level K-fold cross-validation.
+
+    Facts (all their layers together) are split into ``folds`` folds, ``repeats`` times; each
+    fold's rows are predicted by the Layer-only model (per-layer mean) and the Both model
+    (per-layer line) fitted on the other folds. With SSE summed over the held-out predictions and
+    SST = sum (y - mean y)^2, ``cv_r2_diff = (SSE_layer - SSE_both) / SST``, averaged over
+    repeats: positive when tracing predicts edit success for new facts, negative on average when
+    it is noise (the extra slopes then cost accuracy; ``benchmarks/sim_analysis_test_size.py``). The standard error treats facts'
+    SSE reductions as independent draws (sqrt(G · var) / SST), which ignores the correlation
+    that shared training folds induce, so the normal interval is approximate.
+
+    Returns:
+        ``CV_COLUMNS`` (NaN when fewer than 2 facts or the score is constant).
+    """
+    out = {k: np.nan for k in CV_COLUMNS}
+    case_idx, layer_idx, G, L = _codes(d)
+    x, y = d["x"].to_numpy(dtype=float), d["y"].to_numpy(dtype=float)
+    sst = float(np.sum((y - y.mean()) ** 2))
+    K = min(folds, G)
+    if K < 2 or repeats < 1 or sst <= 1e-12:
+        return out
+    onehot = np.zeros((len(y), L))
+    onehot[np.arange(len(y)), layer_idx] = 1.0
+    rng = np.random.default_rng(seed)
+    sse_layer = np.zeros(G)  # per fact, summed over repeats
+    sse_both = np.zeros(G)
+    for _ in range(repeats):
+        fold_of_case = np.empty(G, dtype=int)
+        fold_of_case[rng.permutation(G)] = np.arange(G) % K  # balanced folds
+        fold = fold_of_case[case_idx]  # [n]
+        train = (fold[None, :] != np.arange(K)[:, None]).astype(float)  # [K, n]
+        mx, my, slope = _fold_fits(train, x, y, onehot)
+        pred_layer = my[fold, layer_idx]
+        pred_both = pred_layer + slope[fold, layer_idx] * (x - mx[fold, layer_idx])
+        sse_layer += np.bincount(case_idx, (y - pred_layer) ** 2, minlength=G)
+        sse_both += np.bincount(case_idx, (y - pred_both) ** 2, minlength=G)
+    sse_layer, sse_both = sse_layer / repeats, sse_both / repeats
+    gain = sse_layer - sse_both  # [G] each fact's SSE reduction
+    diff = float(gain.sum() / sst)
+    se = float(np.sqrt(G * gain.var(ddof=1)) / sst)
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    out.update(
+        cv_r2_layer=1 - float(sse_layer.sum()) / sst,
+        cv_r2_both=1 - float(sse_both.sum()) / sst,
+        cv_r2_diff=diff,
+        cv_r2_diff_se=se,
+        cv_r2_diff_ci_low=diff - z * se,
+        cv_r2_diff_ci_high=diff + z * se,
+    )
     return out
 
 
@@ -181,10 +230,19 @@ def permutation_r2_diff(d: pd.DataFrame, permutations: int, seed: int | list[int
 
 
 def robust_cell(
-    d: pd.DataFrame, replicates: int, permutations: int, seed: list[int], confidence: float = 0.95
+    d: pd.DataFrame,
+    replicates: int,
+    permutations: int,
+    seed: list[int],
+    confidence: float = 0.95,
+    cv_folds: int = 5,
+    cv_repeats: int = 10,
+    wild_reps: int = 999,
 ) -> dict:
     """All of the above for one fitted (status ok) cell; ``seed`` is a list of ints."""
-    out = dict(cluster_wald(d))
+    out = dict(cluster_wald(d, wild_reps, [*seed, 3]))
+    if cv_repeats > 0:
+        out.update(cv_r2_diff(d, cv_folds, cv_repeats, [*seed, 2], confidence))
     if replicates > 0:
         out.update(bootstrap_r2(d, replicates, [*seed, 0], confidence))
     if permutations > 0:
@@ -193,18 +251,21 @@ def robust_cell(
 
 
 def conclusion_changes(reg: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    """Cells where the paper's F-test and the clustered / permutation tests disagree at ``alpha``.
+    """Cells where the paper's F-test and the fact-aware tests disagree at ``alpha``.
 
     Returns:
-        ``reg`` rows with ``sig_f, sig_cluster, sig_perm`` and ``changed`` (F-test significance
-        differs from the clustered Wald test or from the permutation test).
+        ``reg`` rows with ``sig_f, sig_wild, sig_cr3, sig_cr1, sig_perm`` and ``changed`` (the
+        F-test's significance differs from the wild cluster bootstrap's or the permutation
+        test's: the two fact-aware tests that hold their size at a few dozen facts).
     """
     r = reg[reg["status"] == "ok"].copy()
     r["sig_f"] = r["f_pvalue"] < alpha
-    r["sig_cluster"] = r["wald_pvalue_cluster"] < alpha
+    r["sig_wild"] = r["wald_pvalue_wild"] < alpha
+    r["sig_cr3"] = r["wald_pvalue_cr3"] < alpha
+    r["sig_cr1"] = r["wald_pvalue_cluster"] < alpha
     r["sig_perm"] = r["perm_pvalue"] < alpha
-    valid_c, valid_p = r["wald_pvalue_cluster"].notna(), r["perm_pvalue"].notna()
-    r["changed"] = (valid_c & (r["sig_f"] != r["sig_cluster"])) | (
+    valid_c, valid_p = r["wald_pvalue_wild"].notna(), r["perm_pvalue"].notna()
+    r["changed"] = (valid_c & (r["sig_f"] != r["sig_wild"])) | (
         valid_p & (r["sig_f"] != r["sig_perm"])
     )
     return r

@@ -53,6 +53,9 @@ def add_robust(
     permutations: int,
     seed: int,
     confidence: float,
+    cv_folds: int,
+    cv_repeats: int,
+    wild_reps: int,
 ) -> pd.DataFrame:
     """Append the ``robust`` columns to every ``status == "ok"`` row of ``reg``."""
     metric_ids = {m: i for i, m in enumerate(METRICS)}
@@ -70,7 +73,11 @@ def add_robust(
             sum(map(ord, r["method"])),
             metric_ids[r["metric"]],
         ]
-        rows.append(robust_cell(d, replicates, permutations, cell_seed, confidence))
+        rows.append(
+            robust_cell(
+                d, replicates, permutations, cell_seed, confidence, cv_folds, cv_repeats, wild_reps
+            )
+        )
     return pd.concat(
         [reg.reset_index(drop=True), pd.DataFrame(rows, columns=ROBUST_COLUMNS)], axis=1
     )
@@ -86,6 +93,9 @@ def run_study(
     permutations: int,
     seed: int,
     confidence: float,
+    cv_folds: int = 5,
+    cv_repeats: int = 10,
+    wild_reps: int = 999,
 ) -> dict[str, pd.DataFrame]:
     """All regression tables of a run (see module docstring).
 
@@ -94,7 +104,9 @@ def run_study(
     """
     out = {}
     main = fit_all(df, "trace_effect", metrics, min_rows).assign(window=window, subset="all")
-    out["main"] = add_robust(main, df, replicates, permutations, seed, confidence)
+    out["main"] = add_robust(
+        main, df, replicates, permutations, seed, confidence, cv_folds, cv_repeats, wild_reps
+    )
     out["layer_correlations"] = layer_correlations(df, CORR_FEATURES, metrics).assign(window=window)
     rmetrics = [m for m in robustness_metrics if m in metrics] or metrics
     conc = df[df["concentrated"]]
