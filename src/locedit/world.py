@@ -37,10 +37,11 @@ numbered ``case_id`` 0..N-1.
 
 The **corpus** (one document per line) holds, in seeded order: every fact through each of its
 trained templates (``"{prompt filled} {object}."``, a filler sentence in front with probability
-``prefix_prob``), the subject descriptions, and ``n_filler`` documents of generic filler text
-(a small grammar, sentences opening with "The", "Therefore", "Because", "I", "You", ... like the
-prefixes ROME samples its context templates from). Filler words never include an object, so
-filler text carries no facts. The same corpus trains the toy model's tokenizer and weights and
+``prefix_prob``), the subject descriptions, ``profiles_per_subject`` profile lines per subject
+(``"{subject}: {object}, {object}, {object}."``, see :func:`profile_documents`), and ``n_filler``
+documents of generic filler text (a small grammar, sentences opening with "The", "Therefore",
+"Because", "I", "You", ... like the prefixes ROME samples its context templates from). Filler
+words never include an object, so filler text carries no facts. The same corpus trains the toy model's tokenizer and weights and
 feeds ROME's covariance statistics.
 
 Everything is a pure function of the ``world`` config section and the seed (numpy
@@ -368,7 +369,31 @@ def make_corpus(facts: list[Fact], world: dict, seed: int) -> list[str]:
     for _ in range(world["n_filler"]):
         n = int(rng.integers(1, 4))
         docs.append(" ".join(filler_sentence(rng) for _ in range(n)))
+    docs += profile_documents(facts, world.get("profiles_per_subject", 0), seed)
     return [docs[i] for i in rng.permutation(len(docs))]
+
+
+def profile_documents(facts: list[Fact], per_subject: int, seed: int) -> list[str]:
+    """``per_subject`` profile lines per subject: ``"{subject}: {object}, {object}, {object}."``,
+    its facts' objects in a fresh random order each time.
+
+    The token after the subject is then one of the subject's objects, unknown which: to predict
+    it the model must recall the subject's attributes *at the last subject token* (subject
+    enrichment, which language models learn from text that describes entities). With a deep
+    enough toy this moves window-5 MLP tracing peaks from the prompt's final token to the last
+    subject token, as in the paper (README, "The toy model"; 6 layers alone are too shallow for
+    it). Own RNG stream, so the other documents are the same whatever ``per_subject`` is.
+    """
+    rng = np.random.default_rng([seed, 0x4B])
+    objects: dict[str, list[str]] = {}
+    for f in facts:
+        objects.setdefault(f.subject, []).append(f.target_true)
+    docs = []
+    for subject, objs in objects.items():
+        for _ in range(per_subject):
+            shuffled = ", ".join(objs[i] for i in rng.permutation(len(objs)))
+            docs.append(f"{subject}: {shuffled}.")
+    return docs
 
 
 def generate_world(world: dict, seed: int) -> tuple[list[dict], list[str]]:

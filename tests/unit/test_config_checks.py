@@ -21,7 +21,7 @@ from tests.conftest import REPO
 from tests.workflow.helpers import reverse_mappings
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
-SHAPE = ModelShape("GPT2LMHeadModel", 6, 128, "toy_model")
+SHAPE = ModelShape("GPT2LMHeadModel", 12, 128, "toy_model")
 
 
 @pytest.fixture
@@ -47,10 +47,10 @@ CROSS_KEY_DEFECTS = [
     ("analysis.trace_kind", "attn", "analysis.window: attn/5"),
     ("tracing.peak_run", {"kind": "mlp", "window": 2}, "tracing.peak_run: mlp/2 is not in tracing.runs"),
     ("analysis.default_layer", 3, "analysis.default_layer: 3 is not an edit layer"),
-    ("editing.layers", [0, 6], "editing.layers: layer(s) [6] outside the model's 6 layers"),
+    ("editing.layers", [0, 12], "editing.layers: layer(s) [12] outside the model's 12 layers"),
     ("editing.layers", [-1, 2], "editing.layers: layer(s) [-1] outside"),
-    ("editing.stats.layers", [0, 1, 2, 9], "editing.stats.layers: layer(s) [9] outside"),
-    ("editing.stats.layers", [0, 1], "editing.stats.layers: ROME/MEMIT edits need the statistics of layer(s) [2, 3, 4, 5]"),
+    ("editing.stats.layers", [0, 1, 2, 12], "editing.stats.layers: layer(s) [12] outside"),
+    ("editing.stats.layers", [0, 1], "editing.stats.layers: ROME/MEMIT edits need the statistics of layer(s) [2, 3, 4, 5, 6, 7, 8, 9]"),
     ("dataset.source", "path", "dataset.path: required when dataset.source is 'path'"),
     ("editing.run_methods", ["rome", "mend"], "editing.run_methods: ['mend'] have no entry"),
     ("editing.layers", [0, 1, 1], "editing.layers: listed more than once: [1]"),
@@ -80,7 +80,7 @@ def test_missing_statistics_inputs(config, tmp_path, capsys):
 
 def test_all_problems_at_once(config):
     config["analysis"]["window"] = 7
-    config["editing"]["layers"] = [9]
+    config["editing"]["layers"] = [13]
     assert len(config_problems(config, SHAPE)) == 2
 
 

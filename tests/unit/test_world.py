@@ -149,3 +149,23 @@ def test_subject_names_never_contain_objects():
     for r in records:
         words = {w.lower() for w in r["requested_rewrite"]["subject"].split()}
         assert len(words) == 2 and not words & objects, r["requested_rewrite"]["subject"]
+
+
+def test_profile_lines_list_exactly_each_subject_s_objects():
+    cfg = {**WORLD, "profiles_per_subject": 3}
+    records, corpus = generate_world(cfg, seed=3)
+    _, plain = generate_world(WORLD, seed=3)
+    objects: dict[str, set[str]] = {}
+    for r in records:
+        rw = r["requested_rewrite"]
+        objects.setdefault(rw["subject"], set()).add(rw["target_true"]["str"])
+    profiles = [d for d in corpus if re.fullmatch(r"[A-Z][a-z]+ [A-Z][a-z]+: .*\.", d)]
+    assert len(profiles) == 3 * len(objects)
+    for line in profiles:
+        subject, listed = line[:-1].split(": ")
+        assert sorted(listed.split(", ")) == sorted(objects[subject])
+    openings = {line.split(",")[0] for line in profiles}  # "{subject}: {first object}"
+    assert len(openings) > len(objects)  # fresh orders: a subject's first object varies
+    # The other documents are unchanged, and no held-out sentence appears.
+    assert sorted(d for d in corpus if d not in profiles) == sorted(plain)
+    assert not set(heldout_sentences(make_facts(cfg, 3))) & set(corpus)

@@ -4,7 +4,7 @@ hyperparameters (config.yaml), through the workflow itself.
 
 One run per session (``tests.workflow.runs.default_study_run``): the default world and toy
 model, the first ``LIMIT`` records, the error-injection problem at the default edit layers. The README's numbers
-("93 % known", ROME error injection 0.92 at layer 1) come from the full default run; the floors
+("95 % known", ROME error injection 0.91 at layer 1) come from the full default run; the floors
 below are set under what this smaller run measures, far above what a broken model or method
 gives (chance for paraphrases is 1 / objects_per_relation; an edit that does nothing scores ~0).
 """
