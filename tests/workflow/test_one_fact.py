@@ -5,11 +5,13 @@ example notebook runs."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from tests.workflow.helpers import REPO
@@ -48,11 +50,17 @@ def test_api_edit_gives_the_workflow_s_row(study, method):
     rw = rec["requested_rewrite"]
     lm = locedit.load("toy", device="cpu")
     hp = locedit.config_hparams(method, "error_injection", study / "config.yaml")
-    row = locedit.edit(lm, method, 1, rw["prompt"], rw["subject"], target_new=rw["target_new"]["str"],
+    # The API samples the authors' 21 context templates; give it the workflow's (config.yaml's
+    # rome_lengths), so both edit with the same prerequisites.
+    cache = locedit.api.cache_dir(lm)
+    cache.mkdir(parents=True, exist_ok=True)
+    shutil.copy(study / RESULTS / "editing/context_templates.json", cache / "context_templates_seed0.json")
+    layer = yaml.safe_load((study / "config.yaml").read_text())["editing"]["layers"][0]
+    row = locedit.edit(lm, method, layer, rw["prompt"], rw["subject"], target_new=rw["target_new"]["str"],
                        target_true=rw["target_true"]["str"], paraphrases=rec["paraphrase_prompts"],
                        neighborhood=rec["neighborhood_prompts"], hparams=hp, case_id=rec["case_id"])
     edits = pd.read_parquet(study / RESULTS / "edits.parquet")
-    ours = edits[(edits.case_id == rec["case_id"]) & (edits.method == method) & (edits.layer == 1)].iloc[0]
+    ours = edits[(edits.case_id == rec["case_id"]) & (edits.method == method) & (edits.layer == layer)].iloc[0]
     # The API builds the case the way prepare_edit_inputs does (same seeds: same essence texts)
     # and edits it alone in the batched engine, the workflow with other facts beside it.
     for col in ("rewrite_pre", "paraphrase_pre", "neighborhood_pre", "essence_ppl_pre"):
