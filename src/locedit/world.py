@@ -41,8 +41,8 @@ trained templates (``"{prompt filled} {object}."``, a filler sentence in front w
 (``"{subject}: {object}, {object}, {object}."``, see :func:`profile_documents`), and ``n_filler``
 documents of generic filler text (a small grammar, sentences opening with "The", "Therefore",
 "Because", "I", "You", ... like the prefixes ROME samples its context templates from). Filler
-words never include an object, so filler text carries no facts. The same corpus trains the toy model's tokenizer and weights and
-feeds ROME's covariance statistics.
+words never include an object, so filler text carries no facts. The same corpus trains the toy
+model's tokenizer and weights and feeds ROME's covariance statistics.
 
 Everything is a pure function of the ``world`` config section and the seed (numpy
 ``default_rng``; no global RNG).
@@ -369,7 +369,7 @@ def make_corpus(facts: list[Fact], world: dict, seed: int) -> list[str]:
     for _ in range(world["n_filler"]):
         n = int(rng.integers(1, 4))
         docs.append(" ".join(filler_sentence(rng) for _ in range(n)))
-    docs += profile_documents(facts, world.get("profiles_per_subject", 0), seed)
+    docs += profile_documents(facts, world["profiles_per_subject"], seed)
     return [docs[i] for i in rng.permutation(len(docs))]
 
 
@@ -381,8 +381,8 @@ def profile_documents(facts: list[Fact], per_subject: int, seed: int) -> list[st
     it the model must recall the subject's attributes *at the last subject token* (subject
     enrichment, which language models learn from text that describes entities). With a deep
     enough toy this moves window-5 MLP tracing peaks from the prompt's final token to the last
-    subject token, as in the paper (README, "The toy model"; 6 layers alone are too shallow for
-    it). Own RNG stream, so the other documents are the same whatever ``per_subject`` is.
+    subject token, as in the paper (README, "The toy localises like a language model"; 6 layers
+    alone are too shallow for it). Own RNG stream, so the other documents are the same whatever ``per_subject`` is.
     """
     rng = np.random.default_rng([seed, 0x4B])
     objects: dict[str, list[str]] = {}

@@ -131,6 +131,12 @@ def test_r2_batch_with_weights_equals_fits_on_duplicated_rows():
     assert r_b[0] == pytest.approx(ref["r2_both"], abs=1e-10)
 
 
+def _f_test(beta, V, R, q, df2):
+    rb = R @ beta
+    W = rb @ np.linalg.solve(R @ V @ R.T, rb) / q
+    return W, stats.f.sf(W, q, df2)
+
+
 def test_cluster_wald_equals_a_hand_computed_sandwich():
     d = make_cell(n_cases=40, slope=0.05, noise=0.2, case_sd=0.2, seed=8)
     res = cluster_wald(d)
@@ -144,17 +150,10 @@ def test_cluster_wald_equals_a_hand_computed_sandwich():
     V = bread @ meat @ bread * (G / (G - 1)) * ((n - 1) / (n - k))
     R = np.zeros((4, k))
     R[np.arange(4), np.arange(4, 8)] = 1  # x and its 3 interactions
-    rb = R @ beta
-    W = rb @ np.linalg.solve(R @ V @ R.T, rb) / 4
+    W, p = _f_test(beta, V, R, 4, G - 1)
     assert res["wald_f"] == pytest.approx(W, rel=1e-6)
     assert (res["wald_df_num"], res["wald_df_denom"]) == (4, G - 1)
-    assert res["wald_pvalue_cluster"] == pytest.approx(stats.f.sf(W, 4, G - 1), rel=1e-6)
-
-
-def _f_test(beta, V, R, q, df2):
-    rb = R @ beta
-    W = rb @ np.linalg.solve(R @ V @ R.T, rb) / q
-    return W, stats.f.sf(W, q, df2)
+    assert res["wald_pvalue_cluster"] == pytest.approx(p, rel=1e-6)
 
 
 def test_cr3_wald_matches_the_cluster_jackknife_from_its_definition():

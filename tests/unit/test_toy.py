@@ -21,6 +21,7 @@ WORLD = {
     "n_attribute": 5,
     "prefix_prob": 0.5,
     "n_filler": 10,
+    "profiles_per_subject": 0,
 }
 TOY = {
     "vocab_size": 300,

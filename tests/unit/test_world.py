@@ -18,6 +18,7 @@ WORLD = {
     "n_attribute": 10,
     "prefix_prob": 0.5,
     "n_filler": 20,
+    "profiles_per_subject": 0,
 }
 
 

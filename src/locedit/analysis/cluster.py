@@ -163,5 +163,3 @@ def cluster_wald(d: pd.DataFrame, wild_reps: int = 999, seed: int | list[int] = 
         wald_status="ok",
     )
     return out
-
-

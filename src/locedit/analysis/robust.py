@@ -23,7 +23,6 @@ of each training fold.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 from scipy import stats
