@@ -92,6 +92,9 @@ SCHEMA_DEFECTS = [
     ("dataset.name", "../x", "dataset.name: '../x' does not match"),
     ("model.dtype", "float8", "model.dtype: 'float8' is not one of"),
     ("editing.layers", [], "editing.layers: [] should be non-empty"),
+    ("analysis.cv_folds", 1, "analysis.cv_folds: 1 is less than the minimum of 2"),
+    ("analysis.wild_bootstrap_reps", -1, "analysis.wild_bootstrap_reps: -1 is less than the minimum"),
+    ("world.profiles_per_subject", "four", "world.profiles_per_subject: 'four' is not of type"),
 ]
 
 
