@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_editing import add_model_args, build, random_stats, sync, templates  # noqa: E402
 from locedit.editing.driver import BATCHED, METHODS  # noqa: E402
 from locedit.editing.types import EditRequest, restore  # noqa: E402
-from locedit.hooks import subject_noise  # noqa: E402
+from locedit.noise import subject_noise  # noqa: E402
 from locedit.scoring import target_logprobs  # noqa: E402
 
 WORLD = REPO / "resources" / "world" / "records.json"

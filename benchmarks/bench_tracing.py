@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from naive_tracing import naive_trace  # noqa: E402
 
-from locedit.trace_passes import SuffixArgsCache  # noqa: E402
-from locedit.tracing import FactTracer  # noqa: E402
+from locedit.tracing.passes import SuffixArgsCache  # noqa: E402
+from locedit.tracing.trace import FactTracer  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "counterfact_sample_5.json"
 TOY = REPO / "resources" / "models" / "toy"

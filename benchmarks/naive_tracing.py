@@ -9,7 +9,7 @@ authors' loop (``for tnum in range(ntoks)``) it traces every prompt token, inclu
 the subject, whose restoration is a no-op; ``from_subject=True`` starts at the subject instead (one
 of the batched engine's savings, given to the baseline to measure the others alone).
 
-It is kept as the reference the batched engine (:mod:`locedit.tracing`) is tested and benchmarked
+It is kept as the reference the batched engine (:mod:`locedit.tracing.trace`) is tested and benchmarked
 against; it uses the same noise draws and tokenisation, so results agree up to float rounding.
 """
 
@@ -20,10 +20,10 @@ import torch
 
 from locedit.adapters import d_model, module_for, n_layers, untuple
 from locedit.hooks import forward_hooks
-from locedit.records import subject_token_range
+from locedit.data.records import subject_token_range
 from locedit.scoring import encode_prompt_target
-from locedit.trace_batching import KIND_COMPONENT, window_layers
-from locedit.tracing import make_noise
+from locedit.tracing.batching import KIND_COMPONENT, window_layers
+from locedit.tracing.trace import make_noise
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from locedit.analysis import METHODS, VARIANTS
-from locedit.tracing_tables import EFFECT_COLUMNS
+from locedit.tracing.tables import EFFECT_COLUMNS
 
 SCORE_COLS = ["rewrite_score", "paraphrase_score", "neighborhood_score", "essence_score"]
 

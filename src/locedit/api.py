@@ -32,11 +32,11 @@ from locedit.editing.driver import NEEDS_STATS, check_method, run_edit_job
 from locedit.editing.engine import DEFAULT_MAX_FACTS, DEFAULT_ROW_BUDGET
 from locedit.editing.inputs import prepare_inputs, sample_essence
 from locedit.editing.variants import check_variant
-from locedit.filtering import filter_known_facts
+from locedit.data.filtering import filter_known_facts
 from locedit.io import read_json, write_json
 from locedit.modeling import load_model
-from locedit.records import validate_records
-from locedit.tracing import FactTracer, TraceResult, estimate_noise_std, trace_fact
+from locedit.data.records import validate_records
+from locedit.tracing.trace import FactTracer, TraceResult, estimate_noise_std, trace_fact
 
 #: The toy model's directory when the workflow built it (``load("toy")``).
 TOY_DIR = Path("resources/models/toy")

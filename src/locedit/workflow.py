@@ -27,7 +27,7 @@ def setup_logging(snakemake) -> logging.Logger:
     )
 
     def excepthook(exc_type, exc, tb):
-        from locedit.records import RecordError
+        from locedit.data.records import RecordError
         from locedit.validation import ConfigError
 
         if issubclass(exc_type, (ConfigError, RecordError)):  # input problems: the message says it

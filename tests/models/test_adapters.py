@@ -30,8 +30,8 @@ from locedit.adapters import (
     n_layers,
     untuple,
 )
-from locedit.trace_passes import SuffixArgsCache, cached_forward, record_suffix_args
-from locedit.tracing import FactTracer
+from locedit.tracing.passes import SuffixArgsCache, cached_forward, record_suffix_args
+from locedit.tracing.trace import FactTracer
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -23,7 +23,7 @@ from locedit.editing.compute_kv import optimize_value
 from locedit.editing.engine import optimize_values
 from locedit.editing.ft import apply_ft, edit_ft_batch
 from locedit.editing.types import EditRequest, restore
-from locedit.hooks import subject_noise
+from locedit.noise import subject_noise
 from tests.models.test_adapters import _configs
 
 pytestmark = pytest.mark.usefixtures("unfused_engines")

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from locedit.analysis import plots
+from locedit.figures import save_figure
 from locedit.analysis.join import build_edit_vs_trace, known_tracing
 from locedit.analysis.regression import layer_correlations
 from locedit.analysis.study import CORR_FEATURES, run_study
@@ -48,7 +49,7 @@ def test_every_figure_is_saved_as_png_and_pdf_and_closed(data, tmp_path):
     plt.close("all")
     for name, fig in _figures(*data).items():
         png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
-        plots.save(fig, png, pdf)
+        save_figure(fig, png, pdf)
         assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
     assert plt.get_fignums() == []
 
@@ -85,7 +86,7 @@ def test_missing_data_gives_a_labelled_empty_figure(data, tmp_path):
         ),
     ]
     for i, fig in enumerate(figs):
-        plots.save(fig, tmp_path / f"{i}.png", tmp_path / f"{i}.pdf")
+        save_figure(fig, tmp_path / f"{i}.png", tmp_path / f"{i}.pdf")
     assert plt.get_fignums() == []
 
 
@@ -135,7 +136,7 @@ def test_a_run_with_no_known_facts_still_draws_and_tabulates(tmp_path):
         plots.peaks_by_window(known_tracing(tracing, facts), "t"),
     ]
     for i, fig in enumerate(figs):
-        plots.save(fig, tmp_path / f"{i}.png", tmp_path / f"{i}.pdf")
+        save_figure(fig, tmp_path / f"{i}.png", tmp_path / f"{i}.pdf")
     assert plt.get_fignums() == []
 
 

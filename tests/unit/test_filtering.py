@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from locedit.filtering import filter_known_facts
+from locedit.data.filtering import filter_known_facts
 from locedit.scoring import contains_target, greedy_continuations, target_logprobs
 
 

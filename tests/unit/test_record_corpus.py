@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from locedit.records import (
+from locedit.data.records import (
     LengthLimits,
     RecordError,
     load_records,

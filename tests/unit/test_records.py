@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from locedit.records import (
+from locedit.data.records import (
     RecordError,
     convert_zsre,
     load_records,

@@ -12,7 +12,7 @@ from locedit.editing.covariance import CovarianceStore
 from locedit.editing.rome import apply_rome, rome_update, resolve_hparams, ROME_DEFAULTS
 from locedit.editing.types import EditRequest, restore
 from locedit.hooks import forward_hooks
-from locedit.records import subject_token_range
+from locedit.data.records import subject_token_range
 
 TEMPLATES = ["{}", "The team won the game. {}", "Is it true that. {}", "She said. {}"]
 # A random tiny model's MLP outputs are tiny, so ROME's weight decay (relative to ‖v_init‖²) would

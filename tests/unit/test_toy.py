@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from locedit.modeling import load_model
-from locedit.records import subject_token_range, validate_records
-from locedit.toy import lr_at, train_tokenizer, train_toy_model
-from locedit.world import generate_world
+from locedit.data.records import subject_token_range, validate_records
+from locedit.data.toy import lr_at, train_tokenizer, train_toy_model
+from locedit.data.world import generate_world
 
 WORLD = {
     "n_subjects": 16,

@@ -12,8 +12,8 @@ import torch
 from locedit.adapters import module_for
 from locedit.hooks import forward_hooks
 from locedit.scoring import encode_prompt_target, greedy_continuations
-from locedit.trace_batching import Patch, _fork_plan, window_layers
-from locedit.tracing import (
+from locedit.tracing.batching import Patch, _fork_plan, window_layers
+from locedit.tracing.trace import (
     FactTracer,
     SubjectNotFoundError,
     estimate_noise_std,
@@ -277,7 +277,7 @@ def test_first_window_layer_shortcut_is_exact(tracer, kind):
 def test_additivity_check_rejects_non_residual_blocks(tracer):
     from types import SimpleNamespace
 
-    from locedit.tracing import _blocks_are_additive
+    from locedit.tracing.trace import _blocks_are_additive
 
     assert _blocks_are_additive(tracer.clean)
     c = tracer.clean

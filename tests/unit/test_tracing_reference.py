@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from locedit.tracing_tables import trace_dataset
+from locedit.tracing.tables import trace_dataset
 from tests.reference_tracer import reference_trace
 
 FACTS = [

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from locedit.tracing import TraceResult, ZeroResult
-from locedit.tracing_tables import (
+from locedit.tracing.trace import TraceResult, ZeroResult
+from locedit.tracing.tables import (
     EFFECT_COLUMNS,
     facts_frame,
     grid_frame,
@@ -120,7 +120,7 @@ def test_peak_layers():
 
 
 def test_trace_dataset(tiny_gpt2, tiny_tokenizer, counterfact_records):
-    from locedit.records import flat_fact
+    from locedit.data.records import flat_fact
 
     facts = [flat_fact(r) for r in counterfact_records[:2]]
     facts.append({**facts[0], "case_id": 99, "subject": ""})  # cannot be located
@@ -158,8 +158,8 @@ def test_trace_dataset_checkpoints_resume(
 ):
     """A killed shard resumes from its per-fact checkpoints and gives the same tables; other
     settings (a new fingerprint) never reuse them."""
-    import locedit.tracing_tables as tt
-    from locedit.records import flat_fact
+    import locedit.tracing.tables as tt
+    from locedit.data.records import flat_fact
 
     facts = [flat_fact(r) for r in counterfact_records[:3]]
     facts.append({**facts[0], "case_id": 99, "subject": ""})  # untraceable: checkpointed too
@@ -191,7 +191,8 @@ def test_trace_dataset_checkpoints_resume(
 def test_figures_are_written(tmp_path):
     import matplotlib.pyplot as plt
 
-    from locedit.plots_tracing import plot_peak_layers, plot_trace_heatmaps, save_figure
+    from locedit.figures import save_figure
+    from locedit.tracing.plots import plot_peak_layers, plot_trace_heatmaps
 
     grid, facts = _fixture()
     fig = plot_trace_heatmaps(grid, facts, [7])
@@ -205,3 +206,8 @@ def test_figures_are_written(tmp_path):
     for name in ("h.png", "h.pdf", "p.png", "p.pdf"):
         assert (tmp_path / name).stat().st_size > 0
     assert not plt.get_fignums()  # closed after saving
+    # byte-reproducible, as every stage's figures (no PDF creation date)
+    save_figure(plot_trace_heatmaps(grid, facts, [7]), tmp_path / "h2.png", tmp_path / "h2.pdf")
+    for ext in ("png", "pdf"):
+        assert (tmp_path / f"h.{ext}").read_bytes() == (tmp_path / f"h2.{ext}").read_bytes()
+    assert b"CreationDate" not in (tmp_path / "h.pdf").read_bytes()

@@ -7,12 +7,12 @@ import torch
 
 from locedit.adapters import d_model
 from locedit.editing.evaluate import probe_probabilities
+from locedit.seeds import derived_seed
 from locedit.editing.variants import (
     VARIANTS,
     build_case,
     build_request,
     case_noise,
-    derived_seed,
     eligibility,
 )
 

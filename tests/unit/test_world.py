@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from locedit.records import subject_token_range, validate_records
-from locedit.toy import train_tokenizer
-from locedit.world import RELATIONS, generate_world, heldout_sentences, make_facts
+from locedit.data.records import subject_token_range, validate_records
+from locedit.data.toy import train_tokenizer
+from locedit.data.world import RELATIONS, generate_world, heldout_sentences, make_facts
 
 WORLD = {
     "n_subjects": 24,
@@ -87,7 +87,7 @@ def test_rewrite_prompt_is_trained_and_paraphrases_are_held_out(world):
 
 def test_heldout_sentences_never_in_corpus():
     facts = make_facts(WORLD, seed=5)
-    from locedit.world import make_corpus
+    from locedit.data.world import make_corpus
 
     corpus = set(make_corpus(facts, WORLD, seed=5))
     lines = "\n".join(corpus)

@@ -72,7 +72,7 @@ RULE_SCRIPTS = _rule_scripts()
 def test_rules_and_transitive_imports_are_found():
     assert {"trace_facts", "edit_facts", "fit_regressions", "train_toy_model"} <= set(RULE_SCRIPTS)
     # trace_facts.py -> tracing_tables -> tracing -> trace_batching -> kernels, trace_passes
-    deep = {"src/locedit/kernels.py", "src/locedit/trace_passes.py"}
+    deep = {"src/locedit/kernels.py", "src/locedit/tracing/passes.py"}
     assert deep <= _found_by_modulefinder("workflow/scripts/trace_facts.py")
     assert deep <= set(FN["code_files"]("workflow/scripts/trace_facts.py"))
     assert not deep & set(FN["code_files"]("workflow/scripts/fit_regressions.py"))

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from locedit.modeling import load_model
-from locedit.records import validate_records
+from locedit.data.records import validate_records
 from locedit.scoring import contains_target
 from tests.workflow.runs import reference_run
 

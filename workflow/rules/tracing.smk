@@ -9,11 +9,11 @@ TRACING = config["tracing"]
 # The tracing engine: σ is estimated again when it changes, though the estimate imports only
 # tracing_noise (every other rule's hash covers just what its script imports).
 TRACING_CODE = (
-    "src/locedit/tracing.py",
-    "src/locedit/trace_batching.py",
-    "src/locedit/trace_passes.py",
+    "src/locedit/tracing/trace.py",
+    "src/locedit/tracing/batching.py",
+    "src/locedit/tracing/passes.py",
     "src/locedit/kernels.py",
-    "src/locedit/tracing_noise.py",
+    "src/locedit/noise.py",
     "src/locedit/adapters.py",
     "src/locedit/hooks.py",
 )

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from locedit.io import write_parquet
-from locedit.tracing_tables import layer_effects
+from locedit.tracing.tables import layer_effects
 from locedit.workflow import setup_logging
 
 

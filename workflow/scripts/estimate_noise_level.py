@@ -2,7 +2,7 @@
 
 from locedit.io import read_json, write_json
 from locedit.modeling import load_model
-from locedit.tracing_noise import subject_embedding_std
+from locedit.noise import subject_embedding_std
 from locedit.workflow import setup_logging
 
 

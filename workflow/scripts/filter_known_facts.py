@@ -1,13 +1,13 @@
 """Rule filter_known_facts: score every record with the pre-edit model (paper App. A).
 
-Input ``records``; output ``facts`` (parquet, one row per record, see locedit.filtering).
+Input ``records``; output ``facts`` (parquet, one row per record, see locedit.data.filtering).
 """
 
 import logging
 
 import torch
 
-from locedit.filtering import filter_known_facts
+from locedit.data.filtering import filter_known_facts
 from locedit.io import read_json, write_parquet
 from locedit.modeling import load_model, seed_everything
 from locedit.workflow import fail, setup_logging

@@ -1,4 +1,4 @@
-"""Rule generate_fact_world: write the built-in fact world (see :mod:`locedit.world`).
+"""Rule generate_fact_world: write the built-in fact world (see :mod:`locedit.data.world`).
 
 Params ``world`` (the config section) and ``seed``; outputs ``records`` (CounterFact-format JSON
 list, case_id 0..N-1) and ``corpus`` (training text, one document per line).
@@ -9,7 +9,7 @@ from collections import Counter
 
 from locedit.io import write_json, write_text
 from locedit.workflow import setup_logging
-from locedit.world import generate_world
+from locedit.data.world import generate_world
 
 logger = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 import pandas as pd
 
 from locedit.analysis import plots
+from locedit.figures import save_figure
 from locedit.workflow import setup_logging
 
 FIGURES = {
@@ -23,7 +24,7 @@ def main(snakemake) -> None:
     df = pd.read_parquet(snakemake.input.table)
     for stem, (metrics, title) in FIGURES.items():
         fig = plots.scores_by_layer(df, metrics, title)
-        plots.save(fig, snakemake.output[f"{stem}_png"], snakemake.output[f"{stem}_pdf"])
+        save_figure(fig, snakemake.output[f"{stem}_png"], snakemake.output[f"{stem}_pdf"])
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 import pandas as pd
 
-from locedit.plots_tracing import plot_peak_layers, save_figure
-from locedit.tracing_tables import peak_layers
+from locedit.figures import save_figure
+from locedit.tracing.plots import plot_peak_layers
+from locedit.tracing.tables import peak_layers
 from locedit.workflow import setup_logging
 
 

@@ -3,6 +3,7 @@
 import pandas as pd
 
 from locedit.analysis import plots
+from locedit.figures import save_figure
 from locedit.workflow import setup_logging
 
 
@@ -19,7 +20,7 @@ def main(snakemake) -> None:
         ),
     }
     for stem, make in figs.items():
-        plots.save(make(), out[f"{stem}_png"], out[f"{stem}_pdf"])
+        save_figure(make(), out[f"{stem}_png"], out[f"{stem}_pdf"])
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from locedit.plots_tracing import plot_trace_heatmaps, save_figure
+from locedit.figures import save_figure
+from locedit.tracing.plots import plot_trace_heatmaps
 from locedit.workflow import setup_logging
 
 

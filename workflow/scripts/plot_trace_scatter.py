@@ -3,6 +3,7 @@
 import pandas as pd
 
 from locedit.analysis import plots
+from locedit.figures import save_figure
 from locedit.workflow import setup_logging
 
 
@@ -66,7 +67,7 @@ def main(snakemake) -> None:
         ),
     }
     for stem, make in figs.items():
-        plots.save(make(), snakemake.output[f"{stem}_png"], snakemake.output[f"{stem}_pdf"])
+        save_figure(make(), snakemake.output[f"{stem}_png"], snakemake.output[f"{stem}_pdf"])
 
 
 if __name__ == "__main__":

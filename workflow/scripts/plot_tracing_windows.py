@@ -3,6 +3,7 @@
 import pandas as pd
 
 from locedit.analysis import plots
+from locedit.figures import save_figure
 from locedit.analysis.join import known_tracing
 from locedit.workflow import setup_logging
 
@@ -18,9 +19,9 @@ def main(snakemake) -> None:
     fig = plots.tracing_by_window(
         curves, "Tracing effects grow with the number of restored layers (window)"
     )
-    plots.save(fig, out.fig10_tracing_by_window_png, out.fig10_tracing_by_window_pdf)
+    save_figure(fig, out.fig10_tracing_by_window_png, out.fig10_tracing_by_window_pdf)
     fig = plots.peaks_by_window(curves, "Where tracing peaks, by window size")
-    plots.save(fig, out.fig11_peaks_by_window_png, out.fig11_peaks_by_window_pdf)
+    save_figure(fig, out.fig11_peaks_by_window_png, out.fig11_peaks_by_window_pdf)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ records; loads the dataset with the same function and checks the result is what 
 import logging
 
 from locedit.io import read_json, write_json
-from locedit.records import load_records
+from locedit.data.records import load_records
 from locedit.workflow import records_digest, setup_logging
 
 logger = logging.getLogger(__name__)

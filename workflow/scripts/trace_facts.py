@@ -13,8 +13,8 @@ from tqdm import tqdm
 
 from locedit.io import read_json, write_parquet
 from locedit.modeling import load_model
-from locedit.records import flat_fact
-from locedit.tracing_tables import trace_dataset
+from locedit.data.records import flat_fact
+from locedit.tracing.tables import trace_dataset
 from locedit.workflow import job_fingerprint, log_stream, setup_logging
 
 #: Params a traced fact depends on (its checkpoint fingerprint); not the shard bounds or filter.

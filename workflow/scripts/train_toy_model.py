@@ -3,7 +3,7 @@
 Inputs ``corpus`` (one document per line) and, when the rule lists it, ``records`` (the world's
 records, used only to log how many facts the trained model knows); params ``toy`` (the
 ``toy_model`` config section) and ``seed``. Writes the ``save_pretrained`` directory that contains
-the declared output ``config`` (atomically, see :mod:`locedit.toy`), plus ``metrics.json``.
+the declared output ``config`` (atomically, see :mod:`locedit.data.toy`), plus ``metrics.json``.
 """
 
 import logging
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from locedit.io import read_json
-from locedit.toy import train_toy_model
+from locedit.data.toy import train_toy_model
 from locedit.workflow import setup_logging
 
 logger = logging.getLogger(__name__)

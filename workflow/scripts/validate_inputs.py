@@ -11,7 +11,7 @@ import logging
 
 from locedit.io import write_json
 from locedit.modeling import load_tokenizer
-from locedit.records import LengthLimits, RecordError, load_records, validate_records
+from locedit.data.records import LengthLimits, RecordError, load_records, validate_records
 from locedit.validation import fetched_model_shape, problem_report
 from locedit.workflow import fail, records_digest, setup_logging
 

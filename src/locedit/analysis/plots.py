@@ -1,26 +1,22 @@
 """seaborn figures of the paper (Figs 4, 6-12, 14-18, 21-22) drawn from the run's tables.
 
-Every function takes data frames (never a model) and returns a matplotlib Figure; ``save`` writes
-PNG and PDF atomically and closes it. Layers are 0-indexed in the tables and labelled 1-indexed
-on every axis and facet, as in the paper.
+Every function takes data frames (never a model) and returns a matplotlib Figure;
+:func:`locedit.figures.save_figure` writes PNG and PDF atomically and closes it. Layers are
+0-indexed in the tables and labelled 1-indexed on every axis and facet, as in the paper.
 """
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
+import locedit.figures  # noqa: F401  (first: the Agg backend and the one style)
 
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-from locedit.analysis import METHOD_LABELS, METHODS, METRICS, VARIANT_LABELS, VARIANTS  # noqa: E402
-from locedit.analysis.regression import pearson  # noqa: E402
-from locedit.io import atomic_path  # noqa: E402
+from locedit.analysis import METHOD_LABELS, METHODS, METRICS, VARIANT_LABELS, VARIANTS
+from locedit.analysis.regression import pearson
 
-sns.set_theme(style="whitegrid", context="paper")
 LAYER_BLUE, DIFF_ORANGE = "#4C72B0", "#DD8452"
 METRIC_LABELS = {
     "rewrite": "Rewrite Score",
@@ -38,14 +34,6 @@ FEATURE_LABELS = {
     "zero_effect": "Zeroing Effect (fraction, max over tokens)",
 }
 
-
-def save(fig: plt.Figure, png: str, pdf: str) -> None:
-    """Write ``fig`` as PNG and PDF (atomically, no timestamps) and close it."""
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
-    with atomic_path(pdf) as tmp:
-        fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
-    plt.close(fig)
 
 
 def _empty(title: str, why: str) -> plt.Figure:

@@ -21,6 +21,7 @@ import pandas as pd
 from locedit.analysis import METRICS
 from locedit.analysis.regression import GROUP_KEYS, cell_frame, fit_all, layer_correlations
 from locedit.analysis.robust import ROBUST_COLUMNS, robust_cell
+from locedit.seeds import cell_seed
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +67,11 @@ def add_robust(
             rows.append({k: float("nan") for k in ROBUST_COLUMNS})
             continue
         d = cell_frame(groups[(r["variant"], r["method"])], METRICS[r["metric"]], r["feature"])
-        # Seed per cell from its identity, so adding a cell never changes another's draws.
-        cell_seed = [
-            seed,
-            sum(map(ord, r["variant"])),
-            sum(map(ord, r["method"])),
-            metric_ids[r["metric"]],
-        ]
+        # Seeded by the cell's identity, so adding a cell never changes another's draws.
+        cseed = cell_seed(seed, r["variant"], r["method"], metric_ids[r["metric"]])
         rows.append(
             robust_cell(
-                d, replicates, permutations, cell_seed, confidence, cv_folds, cv_repeats, wild_reps
+                d, replicates, permutations, cseed, confidence, cv_folds, cv_repeats, wild_reps
             )
         )
     return pd.concat(

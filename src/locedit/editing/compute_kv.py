@@ -36,8 +36,9 @@ from transformers import PreTrainedTokenizerBase
 
 from locedit.adapters import d_model, module_for, untuple
 from locedit.editing.types import EditRequest
-from locedit.hooks import forward_hooks, noised_subject
-from locedit.records import subject_token_range
+from locedit.hooks import forward_hooks
+from locedit.noise import noised_subject
+from locedit.data.records import subject_token_range
 from locedit.scoring import encode_prompt, encode_prompt_target
 
 logger = logging.getLogger(__name__)

@@ -53,7 +53,7 @@ from locedit.hooks import forward_hooks
 from locedit.kernels import fused_activations
 from locedit.modeling import cache_kwargs
 from locedit.scoring import encode_prompt, encode_prompt_target
-from locedit.trace_passes import SuffixArgs, _pre_hooks_with_kwargs, record_row_suffix_args
+from locedit.tracing.passes import SuffixArgs, _pre_hooks_with_kwargs, record_row_suffix_args
 
 logger = logging.getLogger(__name__)
 

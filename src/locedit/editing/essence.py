@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from locedit.hooks import noised_subject
+from locedit.noise import noised_subject
 from locedit.modeling import cache_kwargs, output_cache
 from locedit.scoring import encode_prompt, right_pad
 

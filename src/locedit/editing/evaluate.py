@@ -20,8 +20,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from locedit.editing.essence import perplexities, text_subject_span
-from locedit.hooks import noised_subject
-from locedit.records import subject_token_range
+from locedit.noise import noised_subject
+from locedit.data.records import subject_token_range
 from locedit.scoring import gather_target_logprobs, make_batch
 
 FAMILIES = ("rewrite", "paraphrase", "neighborhood")

@@ -26,11 +26,13 @@ from transformers import PreTrainedTokenizerBase
 from locedit.adapters import edit_weight, is_conv1d, module_for, n_layers, untuple
 from locedit.editing.types import EditRequest, Snapshot, restore
 from locedit.hooks import forward_hooks
+from locedit.noise import row_noise_hook
+from locedit.seeds import ft_noise_seed
 from locedit.kernels import fused_activations
 from locedit.layer_windows import edit_window
-from locedit.records import subject_token_range
+from locedit.data.records import subject_token_range
 from locedit.scoring import encode_prompt_target, gather_target_logprobs, make_batch, right_pad
-from locedit.trace_passes import (
+from locedit.tracing.passes import (
     SuffixArgs,
     _pre_hooks_with_kwargs,
     _StopForward,
@@ -77,20 +79,6 @@ def _trainable(model: torch.nn.Module, layers: list[int], train_bias: bool) -> l
     return params
 
 
-def _row_noise_hook(spans: list[tuple[int, int]], noises: list[torch.Tensor]):
-    """Forward hook on the embedding adding ``noises[i]`` at ``spans[i]`` of row ``i``."""
-
-    def hook(module, inputs, output):  # output: [batch, pos, d_model]
-        if output.shape[0] != len(spans):
-            return output
-        add = torch.zeros_like(output)
-        for row, ((start, end), noise) in enumerate(zip(spans, noises)):
-            add[row, start:end] = noise[: end - start].to(output.device, output.dtype)
-        return output + add
-
-    return hook
-
-
 def apply_ft(
     model: torch.nn.Module,
     tok: PreTrainedTokenizerBase,
@@ -130,7 +118,7 @@ def apply_ft(
     if request.noise is not None:
         span = subject_token_range(tok, request.prompt, request.subject)
         sigma = float(request.noise.std())
-        gen = torch.Generator().manual_seed(int(request.case_id))
+        gen = torch.Generator().manual_seed(ft_noise_seed(request.case_id))
 
     # Half-precision models (GPT-J in float16) train float32 master copies: Adam's state and an
     # L∞ radius of 1e-5 are below float16 resolution; the model weights get the rounded masters.
@@ -149,7 +137,7 @@ def apply_ft(
                 noises = [request.noise] + [
                     torch.randn(request.noise.shape, generator=gen) * sigma for _ in range(n_rep - 1)
                 ]
-                hooks = [(module_for(model, "embed"), _row_noise_hook([span] * n_rep, noises))]
+                hooks = [(module_for(model, "embed"), row_noise_hook([span] * n_rep, noises))]
             with forward_hooks(hooks):
                 logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
             logp = gather_target_logprobs(logits, batch)  # [n_rep]
@@ -236,7 +224,7 @@ def _ft_fact(index, request, tok, n_rep) -> _FtFact:
         reads=[list(range(len(p) - 1, len(p) - 1 + len(t)))] * n_rep,
         targets=[t] * n_rep,
         span=subject_token_range(tok, request.prompt, request.subject) if noised else None,
-        gen=torch.Generator().manual_seed(int(request.case_id)) if noised else None,
+        gen=torch.Generator().manual_seed(ft_noise_seed(request.case_id)) if noised else None,
         sigma=float(request.noise.std()) if noised else 0.0,
     )
 
@@ -263,7 +251,7 @@ def _lower_pass(model, facts: list[_FtFact], low: int, noises, pad_id: int) -> l
     hooks = []
     if noises is not None:
         spans = [f.span for f in facts for _ in f.rows]
-        hooks = [(module_for(model, "embed"), _row_noise_hook(spans, noises))]
+        hooks = [(module_for(model, "embed"), row_noise_hook(spans, noises))]
     with forward_hooks(hooks), _pre_hooks_with_kwargs([(module_for(model, "block", low), stop)]):
         try:
             model(input_ids=ids.to(device), attention_mask=mask.to(device))

@@ -20,7 +20,8 @@ from transformers import PreTrainedTokenizerBase
 from locedit.adapters import d_model
 from locedit.editing.essence import ESSENCE_PROMPT, perplexities, sample_texts
 from locedit.editing.evaluate import probe_probabilities
-from locedit.editing.variants import build_case, case_noise, derived_seed, eligibility
+from locedit.editing.variants import build_case, case_noise, eligibility
+from locedit.seeds import derived_seed
 from locedit.io import checkpointed, open_checkpoints, read_json
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ class EditRequest:
         minimize: fact erasure: minimise p(y | s, r) instead of maximising it.
         noise: fact forcing: ``[n_tokens, d_model]`` Gaussian noise added to the subject's token
             embeddings in *every* prompt the method uses (rewrite prompt, context-template
-            prompts, KL prompt), via :func:`locedit.hooks.noised_subject`. ``None`` otherwise.
+            prompts, KL prompt), via :func:`locedit.noise.noised_subject`. ``None`` otherwise.
     """
 
     case_id: int

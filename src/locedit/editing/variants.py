@@ -22,13 +22,13 @@ metrics compare two real objects (README, "Editing choices").
 
 from __future__ import annotations
 
-import hashlib
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from locedit.editing.types import EditRequest
-from locedit.hooks import subject_noise
+from locedit.noise import subject_noise
+from locedit.seeds import derived_seed
 
 VARIANTS = (
     "error_injection",
@@ -47,12 +47,6 @@ def check_variant(variant: str) -> str:
     if variant not in VARIANTS:
         raise ValueError(f"unknown editing variant {variant!r}; expected one of {VARIANTS}")
     return variant
-
-
-def derived_seed(seed: int, case_id: int, salt: str) -> int:
-    """A 63-bit seed from the master seed, a datapoint and a purpose (stable across runs)."""
-    digest = hashlib.sha256(f"{int(seed)}:{int(case_id)}:{salt}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def eligibility(

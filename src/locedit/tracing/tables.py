@@ -43,8 +43,9 @@ from transformers import PreTrainedTokenizerBase
 
 from locedit.adapters import n_layers
 from locedit.io import open_checkpoints, read_json, write_json, write_parquet
-from locedit.trace_passes import SuffixArgsCache
-from locedit.tracing import FactTracer, SubjectNotFoundError, TraceResult, ZeroResult, fact_seed
+from locedit.tracing.passes import SuffixArgsCache
+from locedit.tracing.trace import FactTracer, SubjectNotFoundError, TraceResult, ZeroResult
+from locedit.seeds import fact_seed
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def trace_dataset(
     Args:
         facts: dicts with ``case_id, prompt, subject, target_true``.
         runs: ``{"kind": "mlp"|"attn"|"hidden"|"zero", "window": int}`` items.
-        seed: config seed; fact ``c`` uses noise seed :func:`locedit.tracing.fact_seed`.
+        seed: config seed; fact ``c`` uses noise seed :func:`locedit.seeds.fact_seed`.
         cache_dir: per-fact checkpoints (``case_{id}.parquet`` grid rows, then
             ``case_{id}.json`` facts row, which marks the fact done); a rerun resumes from them.
         fingerprint: identity of the settings, code and inputs the checkpoints belong to;

@@ -1,4 +1,7 @@
-"""Subject noise of Causal Tracing: the noise draws, the embedding hook and the noise level σ.
+"""Subject noise, the one corruption of the study: Causal Tracing's noised subject, fact forcing's
+``s_noise`` and FT's noised copies all add Gaussian noise to the token embeddings at the
+subject's positions. Here: the draws, the embedding hooks and the noise level σ (seeds:
+:mod:`locedit.seeds`).
 
 σ is given, or derived by ROME's rule: ``multiplier`` (3) × the standard deviation of the
 subject-token embeddings over the dataset. ROME's ``collect_embedding_std`` tokenises each bare
@@ -8,14 +11,16 @@ embeddings that get noised.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from locedit.adapters import module_for
-from locedit.records import subject_token_range
+from locedit.hooks import forward_hooks
+from locedit.data.records import subject_token_range
 
 
 def make_noise(samples: int, n_tokens: int, width: int, std: float, seed: int) -> torch.Tensor:
@@ -38,9 +43,57 @@ def subject_noise_hook(span: tuple[int, int], noise: torch.Tensor) -> Callable:
     return hook
 
 
-def fact_seed(seed: int, case_id: int) -> int:
-    """Per-fact noise seed: independent draws per fact, reproducible from the config seed."""
-    return int(seed) * 1_000_003 + int(case_id)
+def subject_noise(d_model: int, n_tokens: int, std: float, seed: int) -> torch.Tensor:
+    """Deterministic noise ``[n_tokens, d_model]`` ~ N(0, std²) from ``seed`` (CPU generator)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.randn(n_tokens, d_model, generator=gen) * std
+
+
+@contextlib.contextmanager
+def noised_subject(
+    model: nn.Module,
+    spans: Sequence[tuple[int, int] | None],
+    noise: torch.Tensor,
+) -> Iterator[None]:
+    """Add ``noise[:end-start]`` to the embeddings of row ``i`` at positions ``spans[i]``.
+
+    Args:
+        spans: one ``(start, end)`` token span per batch row (``None``: leave the row clean).
+        noise: ``[n_tokens, d_model]``; a span longer than ``n_tokens`` is an error.
+
+    Only applies to forward passes whose batch size equals ``len(spans)``, so generation steps
+    that feed a single new token are left untouched (their subject is already in the KV cache).
+    """
+
+    def hook(module, inputs, output):  # output: [batch, pos, d_model]
+        if output.shape[0] != len(spans) or output.shape[1] == 1:
+            return output
+        output = output.clone()
+        for row, span in enumerate(spans):
+            if span is None:
+                continue
+            start, end = span
+            if end - start > noise.shape[0]:
+                raise ValueError(f"subject span of {end - start} tokens exceeds noise rows")
+            output[row, start:end] += noise[: end - start].to(output.device, output.dtype)
+        return output
+
+    with forward_hooks([(module_for(model, "embed"), hook)]):
+        yield
+
+
+def row_noise_hook(spans: list[tuple[int, int]], noises: list[torch.Tensor]):
+    """Forward hook on the embedding adding ``noises[i]`` at ``spans[i]`` of row ``i``."""
+
+    def hook(module, inputs, output):  # output: [batch, pos, d_model]
+        if output.shape[0] != len(spans):
+            return output
+        add = torch.zeros_like(output)
+        for row, ((start, end), noise) in enumerate(zip(spans, noises)):
+            add[row, start:end] = noise[: end - start].to(output.device, output.dtype)
+        return output + add
+
+    return hook
 
 
 @torch.no_grad()

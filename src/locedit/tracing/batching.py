@@ -1,4 +1,4 @@
-"""The batched restoration engine behind :mod:`locedit.tracing`: replaying the decoder from a layer.
+"""The batched restoration engine behind :mod:`locedit.tracing.trace`: replaying the decoder from a layer.
 
 Causal Tracing scores, for one fact, every (token t, centre layer ℓ) restoration: a noised forward
 pass in which the chosen representations at token t in the window of layers ``[a, b)`` around ℓ are
@@ -7,7 +7,7 @@ overwritten with their clean values. The authors' code runs one full forward pas
 
 * the clean and noised passes run **once** per fact, as one pass of 1 + samples rows, and cache,
   for every layer, the input of each block (the residual stream) and the outputs of the block /
-  MLP / attention modules (:mod:`locedit.trace_passes`);
+  MLP / attention modules (:mod:`locedit.tracing.passes`);
 * below layer ``a`` a restored run is identical to the noised run, so it **starts from the cached
   noised block input at layer a** and only blocks ``a..L-1`` are computed;
 * (done by the caller, :class:`locedit.tracing.FactTracer`) the window's first layer a itself is
@@ -28,7 +28,7 @@ overwritten with their clean values. The authors' code runs one full forward pas
   layer only at the positions that predict the target tokens, the only ones unembedded.
 
 The passes replays start from and the arguments blocks are replayed with come from
-:mod:`locedit.trace_passes`. Only :mod:`locedit.adapters` names modules; the final norm and
+:mod:`locedit.tracing.passes`. Only :mod:`locedit.adapters` names modules; the final norm and
 unembedding are applied as the model does (``lm_head(final_norm(h))``). The test suite checks
 the replay against the one-pass-per-cell baseline for every registered architecture and kind.
 """
@@ -46,7 +46,7 @@ from locedit.adapters import module_for, n_layers, untuple
 from locedit.hooks import forward_hooks
 from locedit.kernels import mlp_only_where
 from locedit.layer_windows import window_bounds
-from locedit.trace_passes import PassCache, SuffixArgs, expand_args
+from locedit.tracing.passes import PassCache, SuffixArgs, expand_args
 
 #: Tracing kind -> the adapter component whose output is restored.
 KIND_COMPONENT = {"hidden": "block", "mlp": "mlp", "attn": "attn"}

@@ -20,7 +20,7 @@ is built to exercise what the study measures:
   generalise the fact to them -- the classic finding that a model stores a fact as knowledge,
   rather than a memorised string, only when it sees several phrasings.
 
-A record (one per (subject, relation) fact, CounterFact format, see :mod:`locedit.records`):
+A record (one per (subject, relation) fact, CounterFact format, see :mod:`locedit.data.records`):
 
 * ``requested_rewrite.prompt``: a trained template of the fact (seeded choice);
   ``target_true`` the fact's object; ``target_new`` another object of the same relation (seeded,

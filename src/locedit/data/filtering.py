@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from locedit.records import flat_fact
+from locedit.data.records import flat_fact
 from locedit.scoring import contains_target, greedy_continuations, target_logprobs
 
 

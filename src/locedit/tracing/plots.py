@@ -6,29 +6,18 @@ Layers are 0-indexed in every table and labelled 1-indexed on the axes, as in th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-import matplotlib
+import locedit.figures  # noqa: F401  (first: the Agg backend and the one style)
 
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from locedit.io import atomic_path  # noqa: E402
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 KIND_TITLES = {"mlp": "MLP", "attn": "Attention", "hidden": "Hidden state"}
 KIND_CMAPS = {"mlp": "Greens", "attn": "Reds", "hidden": "Purples"}
 
-
-def save_figure(fig, png: str | Path, pdf: str | Path) -> None:
-    """Write ``fig`` to PNG and PDF atomically, then close it."""
-    for path, fmt in ((png, "png"), (pdf, "pdf")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-    plt.close(fig)
 
 
 def plot_trace_heatmaps(

@@ -21,7 +21,7 @@ Semantics (paper-spec §3-4), for a prompt template ``r`` with subject ``s`` and
   EOS, or ``max_new_tokens``) and o_noise is that word. If no word comes out (only punctuation or
   EOS), the most probable first token that decodes to a word is used. Deterministic.
 
-All restorations of a fact run batched through :mod:`locedit.trace_batching`.
+All restorations of a fact run batched through :mod:`locedit.tracing.batching`.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ from transformers import PreTrainedTokenizerBase
 from locedit.adapters import d_model, module_for, n_layers
 from locedit.hooks import forward_hooks
 from locedit.kernels import fused_activations
-from locedit.records import subject_token_range
+from locedit.data.records import subject_token_range
 from locedit.scoring import encode_prompt_target
-from locedit.trace_batching import KIND_COMPONENT, Patch, replay_patches, window_layers
-from locedit.trace_passes import SuffixArgs, SuffixArgsCache, cached_forward
-from locedit.tracing_noise import (  # noqa: F401  (re-exported: the tracing API)
+from locedit.tracing.batching import KIND_COMPONENT, Patch, replay_patches, window_layers
+from locedit.tracing.passes import SuffixArgs, SuffixArgsCache, cached_forward
+from locedit.seeds import fact_seed  # noqa: F401  (re-exported: the tracing API)
+from locedit.noise import (  # noqa: F401  (re-exported: the tracing API)
     estimate_noise_std,
-    fact_seed,
     make_noise,
     subject_embedding_std,
     subject_noise_hook,
