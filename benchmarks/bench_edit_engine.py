@@ -36,7 +36,9 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_editing import add_model_args, build, random_stats, sync, templates  # noqa: E402
-from locedit.editing.driver import BATCHED, METHODS  # noqa: E402
+from locedit.registry.methods import METHODS, get_method  # noqa: E402
+from locedit.registry.variants import ERROR_INJECTION, FACT_ERASURE, FACT_FORCING, TRACING_REVERSAL, VARIANTS  # noqa: E402
+from locedit.editing.hparams import FTHparams  # noqa: E402
 from locedit.editing.types import EditRequest, restore  # noqa: E402
 from locedit.noise import subject_noise  # noqa: E402
 from locedit.scoring import target_logprobs  # noqa: E402
@@ -60,9 +62,10 @@ def cases(n: int, variant: str, d_model: int) -> list[tuple[EditRequest, list[st
     for i in range(n):
         r = recs[i % len(recs)]
         rw = r["requested_rewrite"]
-        erase = variant == "fact_erasure"
-        target = rw["target_true"]["str"] if erase or variant == "fact_forcing" else rw["target_new"]["str"]
-        noise = subject_noise(d_model, 8, 0.3, i) if variant == "fact_forcing" else None
+        erase = variant == FACT_ERASURE.name
+        forcing = variant == FACT_FORCING.name
+        target = rw["target_true"]["str"] if erase or forcing else rw["target_new"]["str"]
+        noise = subject_noise(d_model, 8, 0.3, i) if forcing else None
         req = EditRequest(int(r["case_id"]) + i, rw["prompt"], rw["subject"], target, erase, noise)
         prompts = [rw["prompt"].format(rw["subject"])] + r["paraphrase_prompts"] + r["neighborhood_prompts"]
         out.append((req, prompts, [target] * len(prompts)))
@@ -72,10 +75,12 @@ def cases(n: int, variant: str, d_model: int) -> list[tuple[EditRequest, list[st
 def run(model, tok, method, layer, hp, stats, tm, work, engine: dict | None) -> list[torch.Tensor]:
     """Edit, evaluate and undo every case; returns the evaluated log-probabilities per case."""
     reqs = [w[0] for w in work]
+    spec = get_method(method)
+    hp = spec.resolve(hp)  # the name's fixed keys (FT's window)
     if engine is None:
-        edits = (METHODS[method](model, tok, r, layer, hp, stats, tm) for r in reqs)
+        edits = (spec.function()(model, tok, r, layer, hp, stats, tm) for r in reqs)
     else:
-        edits = BATCHED[method](model, tok, reqs, layer, hp, stats, tm, **engine)
+        edits = spec.function(batched=True)(model, tok, reqs, layer, hp, stats, tm, **engine)
     out = []
     for (req, prompts, targets), (snap, _) in zip(work, edits):
         out.append(target_logprobs(model, tok, prompts, targets, batch_size=64))
@@ -105,8 +110,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--edits", type=int, default=24, help="edits per method and path")
     ap.add_argument("--layer", type=int, default=None, help="edit layer (default: n_layers // 4 + 1)")
-    ap.add_argument("--variant", default="error_injection",
-                    choices=["error_injection", "fact_erasure", "fact_amplification", "fact_forcing"])
+    ap.add_argument("--variant", default=ERROR_INJECTION.name,  # not TR: no o_noise here
+                    choices=[v for v in VARIANTS if v != TRACING_REVERSAL.name])
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--row-budget", type=int, default=None, help="default: config.yaml's")
     ap.add_argument("--max-facts", type=int, default=None, help="default: config.yaml's")
@@ -132,10 +137,10 @@ def main() -> None:
     print(f"{'method':7s} {'per-fact':>10s} {'engine':>10s} {'speed-up':>9s} {'FLOP ratio':>11s} {'max |dp|':>9s}")
     for method in args.methods:
         hp = hparams(method, args.variant) if toy else {}
-        if method in ("ft-1", "ft-5") and not toy:
+        if get_method(method).hparams is FTHparams and not toy:
             hp = {"lr": 5e-4, "num_steps": 25, "norm_constraint": 1e-4, "stop_loss": 0.0}
         tm = (ctx or {}).get(method) or templates(method)
-        if method in ("rome", "memit"):  # factorise C once per layer before timing (both paths)
+        if get_method(method).needs_stats:  # factorise C once per layer before timing (both paths)
             for lay in range(max(0, layer - 2), min(n_layers(model), layer + 3)):
                 stats.factor(lay)
         warm = work[:2]

@@ -44,8 +44,9 @@ sys.path.insert(0, str(REPO / "src"))
 
 from locedit.adapters import edit_weight, is_conv1d, n_layers  # noqa: E402
 from locedit.editing.covariance import CovarianceStore, accumulate_second_moments  # noqa: E402
-from locedit.editing.driver import METHODS as DRIVER_METHODS  # noqa: E402
-from locedit.editing.memit import apply_memit, layer_window  # noqa: E402
+from locedit.registry.methods import FT1, FT5, MEMIT, ROME  # noqa: E402
+from locedit.editing.memit import apply_memit  # noqa: E402
+from locedit.layer_windows import edit_window as layer_window  # noqa: E402
 from locedit.editing.rome import apply_rome  # noqa: E402
 from locedit.editing.types import EditRequest, restore  # noqa: E402
 from locedit.scoring import target_logprobs  # noqa: E402
@@ -57,12 +58,12 @@ TOY = REPO / "resources" / "models" / "toy"
 #: values (lr 5e-4, 25 steps; early stopping off so every edit runs all steps).
 FT_HP = {"lr": 5e-4, "num_steps": 25, "norm_constraint": 1e-4, "stop_loss": 0.0}
 METHODS = {
-    "rome": (apply_rome, {}),
-    "memit": (apply_memit, {}),
-    "ft-1": (DRIVER_METHODS["ft-1"], FT_HP),
-    "ft-5": (DRIVER_METHODS["ft-5"], FT_HP),
+    ROME.name: (apply_rome, {}),
+    MEMIT.name: (apply_memit, {}),
+    **{m.name: (m.function(), {**FT_HP, **m.fixed}) for m in (FT1, FT5)},
 }
-FT_METHODS = ("ft-1", "ft-5")
+FT_METHODS = (FT1.name, FT5.name)
+MEMIT = MEMIT.name
 
 # ROME's 21 templates are ~4 and ~9 sampled tokens + ". {}"; fixed text keeps the GPU run free
 # of sampling from a random model (whose vocabulary exceeds the benchmark tokenizer's).
@@ -71,7 +72,7 @@ LONG = ["The city council met on Monday to discuss the budget.", "After the war,
 
 
 def templates(method: str) -> list[str]:
-    if method == "memit":
+    if method == MEMIT:
         return ["{}"] + [f"{w} said the news was good. {{}}" for w in ("The", "Therefore", "Because", "I", "You")]
     return ["{}"] + [f"{SHORT[i % 5]} {{}}" for i in range(10)] + [f"{LONG[i % 2]} {{}}" for i in range(10)]
 
@@ -196,14 +197,14 @@ def baseline_update_seconds(model, stats, method, layer, hparams, reps: int = 3)
     d = d_mlp(model)
     k = torch.randn(d, 1, device=dev, dtype=torch.float64)
     lam = float(hparams.get("mom2_update_weight", 15000.0))
-    layers = layer_window(layer, 5, n_layers(model)) if method == "memit" else [layer]
+    layers = layer_window(layer, 5, n_layers(model)) if method == MEMIT else [layer]
     times = []
     for _ in range(reps):
         sync(model)
         t0 = time.perf_counter()
         for l in layers:
             c = stats.mom2(l).to(dev, torch.float64)  # the authors keep C cached (CPU), moved per use
-            if method == "memit":
+            if method == MEMIT:
                 torch.linalg.solve(lam * c + k @ k.T, k)
             else:
                 torch.linalg.inv(c.float()) @ k.float()  # ROME: cached inverse, here recomputed
@@ -266,7 +267,7 @@ def main() -> None:
     stats = random_stats(model, seed=0)
     for method in args.methods:
         hp = {}
-        layers = layer_window(layer, 5, n_layers(model)) if method == "memit" else [layer]
+        layers = layer_window(layer, 5, n_layers(model)) if method == MEMIT else [layer]
         if method in FT_METHODS:
             layers = []  # FT reads no covariance statistics
         sync(model)

@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from locedit.editing.covariance import CovarianceStore  # noqa: E402
-from locedit.editing.driver import EDIT_COLUMNS, NEEDS_STATS, run_edit_job  # noqa: E402
+from locedit.registry.methods import get_method  # noqa: E402
+from locedit.editing.driver import EDIT_COLUMNS, run_edit_job  # noqa: E402
 from locedit.io import read_json  # noqa: E402
 from locedit.modeling import load_model  # noqa: E402
 
@@ -81,11 +82,13 @@ def main() -> None:
         cases = read_json(res / "editing" / "inputs" / variant / f"{shard.stem}.json")["cases"]
         cases = cases[: args.cases]
 
+        spec = get_method(method)
+
         def per_fact(m, st):
             return run_edit_job(
                 m, tok, cases, method, layer, hparams(cfg, method, variant),
-                stats=st if method in NEEDS_STATS else None,
-                context_templates=templates.get(method, []) if method in NEEDS_STATS else [],
+                stats=st if spec.needs_stats else None,
+                context_templates=templates.get(spec.templates, []) if spec.needs_stats else [],
                 aggregation=cfg["editing"]["paraphrase_aggregation"],
                 essence_cap=cfg["editing"]["essence"]["cap"],
                 essence_max_tokens=cfg["editing"]["essence"]["max_tokens"],

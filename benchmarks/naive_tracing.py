@@ -22,7 +22,8 @@ from locedit.adapters import d_model, module_for, n_layers, untuple
 from locedit.hooks import forward_hooks
 from locedit.data.records import subject_token_range
 from locedit.scoring import encode_prompt_target
-from locedit.tracing.batching import KIND_COMPONENT, window_layers
+from locedit.layer_windows import window_bounds as window_layers
+from locedit.tracing.batching import KIND_COMPONENT
 from locedit.tracing.trace import make_noise
 
 

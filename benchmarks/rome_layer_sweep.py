@@ -22,10 +22,11 @@ from locedit.editing.covariance import compute_layer_stats, write_manifest, Cova
 from locedit.editing.rome import apply_rome
 from locedit.editing.memit import apply_memit
 from locedit.editing.types import EditRequest, restore
+from locedit.registry.methods import MEMIT, ROME, get_method
 from locedit.adapters import n_layers
 ap = argparse.ArgumentParser()
 ap.add_argument("--model"); ap.add_argument("--records"); ap.add_argument("--corpus"); ap.add_argument("--work")
-ap.add_argument("--n", type=int, default=20); ap.add_argument("--methods", nargs="+", default=["rome"])
+ap.add_argument("--n", type=int, default=20); ap.add_argument("--methods", nargs="+", default=[ROME.name])
 ap.add_argument("--layers", default=None); ap.add_argument("--hp", default="{}"); ap.add_argument("--minimize", action="store_true")
 ap.add_argument("--facts", help="facts.parquet of the filter stage: edit its is_correct facts")
 ap.add_argument("--rome-lengths", default="[[5, 5], [10, 5]]", help="ROME context-template [length, n] pairs")
@@ -44,7 +45,7 @@ if not tm_path.exists():
     tm = generate_context_templates(model, tok, seed=0, top_k=5, rome_lengths=lengths, memit_prompts=["The", "Therefore", "Because", "I", "You"], memit_lengths=[[10, 5]])
     json.dump(tm, open(tm_path, "w"), indent=1)
 tm = json.load(open(tm_path))
-print(tm["rome"][:4], tm["memit"][:3])
+print(tm[ROME.templates][:4], tm[MEMIT.templates][:3])
 # known facts
 facts = []
 if a.facts:
@@ -61,7 +62,7 @@ print("known", len(facts))
 hp = json.loads(a.hp)
 layers = range(n_layers(model)) if a.layers is None else [int(x) for x in a.layers.split(",")]
 for method in a.methods:
-    fn = apply_rome if method == "rome" else apply_memit
+    fn = get_method(method).function()
     for layer in layers:
         rs, ps, ns, secs = [], [], [], []
         for r in facts:

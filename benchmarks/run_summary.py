@@ -27,6 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from locedit.registry.methods import METHODS
+from locedit.registry.variants import VARIANTS
+from locedit.analysis.tables import SUMMARY_TABLE as SUMMARY
+
 #: README stage rows: (label, rules); rules without a benchmark table are left out.
 STAGES = [
     ("toy model", ["train_toy_model"]),
@@ -37,8 +41,8 @@ STAGES = [
     ("editing", ["edit_facts"]),
     ("regressions", ["fit_regressions"]),
 ]  # fmt: skip
-METHOD_ORDER = ["rome", "memit", "ft-1", "ft-5"]
-VARIANT_ORDER = ["error_injection", "tracing_reversal", "fact_erasure", "fact_amplification", "fact_forcing"]
+METHOD_ORDER = list(METHODS)
+VARIANT_ORDER = list(VARIANTS)
 
 
 def rule_seconds(root: Path) -> pd.DataFrame:
@@ -106,9 +110,9 @@ def blocks(root: Path, res: Path) -> dict[str, str]:
     table.columns = [f"layer {c + 1}" for c in table.columns]
     table = table.round(3).reset_index().rename(columns={"variant": "problem"})
     out["rewrite"] = table.to_markdown(index=False, tablefmt="github", floatfmt=".3f")
-    summary = res / "analysis" / "tables" / "summary.md"
+    summary = res / "analysis" / "tables" / f"{SUMMARY}.md"
     if summary.exists():
-        out["summary"] = summary.read_text().strip()
+        out[SUMMARY] = summary.read_text().strip()
     return out
 
 

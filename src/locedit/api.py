@@ -28,8 +28,11 @@ import matplotlib.pyplot as plt
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from locedit.editing.driver import NEEDS_STATS, check_method, run_edit_job
+from locedit.registry.methods import METHODS, Method, get_method
+from locedit.registry.variants import ERROR_INJECTION, VARIANTS
+from locedit.editing.driver import run_edit_job
 from locedit.editing.engine import DEFAULT_MAX_FACTS, DEFAULT_ROW_BUDGET
+from locedit.editing.hparams import merge_variant
 from locedit.editing.inputs import prepare_inputs, sample_essence
 from locedit.editing.variants import check_variant
 from locedit.data.filtering import filter_known_facts
@@ -112,11 +115,11 @@ def peak(result: TraceResult) -> tuple[int, int, float]:
 def edit(
     lm: LoadedModel, method: str, layer: int, prompt: str, subject: str, *, target_new: str,
     target_true: str, paraphrases: Sequence[str] = (), neighborhood: Sequence[str] = (),
-    variant: str = "error_injection", hparams: dict | None = None,
+    variant: str = ERROR_INJECTION.name, hparams: dict | None = None,
     stats_corpus: str | os.PathLike | None = None, noise_std: float | None = None, seed: int = 0,
     case_id: int = 0,
 ) -> dict:
-    """Edit one fact with ``method`` (rome, memit, ft-1, ft-5) at ``layer`` (0-indexed) under the
+    """Edit one fact with ``method`` (:data:`locedit.registry.methods.METHODS`) at ``layer`` (0-indexed) under the
     editing problem ``variant``, evaluate it, restore the weights; the workflow's metrics row.
 
     ``hparams`` override the method's defaults (the authors' values; :func:`config_hparams`
@@ -125,7 +128,7 @@ def edit(
     a record's row here matches its row in ``edits.parquet``. Edits run in the batched engine
     with the workflow's default settings.
     """
-    check_method(method)
+    spec = get_method(method)
     check_variant(variant)
     record = {
         "case_id": int(case_id),
@@ -139,9 +142,10 @@ def edit(
     facts = {int(case_id): filter_known_facts(model, tok, [record]).iloc[0].to_dict()}
     essence = sample_essence(model, tok, [record], facts, essence=ESSENCE, seed=seed, only_correct=False)
     o_noise, sigma = {}, None
-    if variant in ("tracing_reversal", "fact_forcing"):
+    needs = VARIANTS[variant].tracing_input  # o_noise needs σ too: it traces
+    if needs is not None:
         sigma = noise_std if noise_std is not None else estimate_noise_std(model, tok, [(prompt, subject)])
-    if variant == "tracing_reversal":
+    if needs == "o_noise":
         tracer = FactTracer(model, tok, prompt, subject, target_true, noise_std=sigma, samples=10, seed=seed)
         o_noise = {int(case_id): tracer.o_noise()}
     out = prepare_inputs(model, tok, [record], facts, variants=[variant], o_noise=o_noise,
@@ -149,7 +153,7 @@ def edit(
                          erasure_only_eligible=False, essence_texts=essence)
     if not out["cases"]:
         raise ValueError(f"{variant} cannot edit this fact: {out['skipped'][0]['reason']}")
-    stats, templates = _prerequisites(lm, method, stats_corpus, seed) if method in NEEDS_STATS else (None, [])
+    stats, templates = _prerequisites(lm, spec, stats_corpus, seed) if spec.needs_stats else (None, [])
     engine = {"row_budget": DEFAULT_ROW_BUDGET, "max_facts": DEFAULT_MAX_FACTS}
     rows = run_edit_job(model, tok, out["cases"], method, layer, dict(hparams or {}), stats=stats,
                         context_templates=templates, engine=engine, essence_cap=ESSENCE["cap"],
@@ -164,8 +168,8 @@ def cache_dir(lm: LoadedModel) -> Path:
     return root / f"{Path(lm.source).name}-{key}"
 
 
-def _prerequisites(lm: LoadedModel, method: str, corpus, seed: int):
-    """ROME/MEMIT's statistics and context templates, computed on first use, then cached."""
+def _prerequisites(lm: LoadedModel, spec: Method, corpus, seed: int):
+    """A method's statistics and context templates, computed on first use, then cached."""
     from locedit.editing.compute_kv import generate_context_templates
     from locedit.editing.covariance import CovarianceStore, compute_layer_stats, write_manifest
 
@@ -173,11 +177,11 @@ def _prerequisites(lm: LoadedModel, method: str, corpus, seed: int):
     tpl_path = root / f"context_templates_seed{seed}.json"
     if not tpl_path.exists():
         write_json(generate_context_templates(lm.model, lm.tok, seed=seed, **TEMPLATES), tpl_path)
-    templates = read_json(tpl_path)[method]
+    templates = read_json(tpl_path)[spec.templates]
     corpus = corpus or _toy_corpus(lm)
     if corpus is None:
         raise ValueError(
-            f"{method} needs second-moment statistics of the MLP inputs: pass stats_corpus=<text "
+            f"{spec.name} needs second-moment statistics of the MLP inputs: pass stats_corpus=<text "
             "file, one document per line> (ROME used 100,000 Wikipedia articles)"
         )
     digest = hashlib.sha256(Path(corpus).read_bytes()).hexdigest()[:12]
@@ -194,13 +198,11 @@ def _toy_corpus(lm: LoadedModel) -> Path | None:
     return corpus if path.is_dir() and path.name == "toy" and corpus.is_file() else None
 
 
-def config_hparams(method: str, variant: str = "error_injection",
+def config_hparams(method: str, variant: str = ERROR_INJECTION.name,
                    path: str | os.PathLike = "config.yaml") -> dict:
     """``editing.methods.<method>`` of a workflow config, with its ``per_variant`` override for
     ``variant`` merged in: the hyperparameters the workflow's edit jobs use (e.g. the toy's)."""
     import yaml
 
     methods = (yaml.safe_load(Path(path).read_text()) or {}).get("editing", {}).get("methods", {})
-    hp = dict(methods.get(method) or {})
-    per_variant = hp.pop("per_variant", None) or {}
-    return {**hp, **(per_variant.get(variant) or {})}
+    return merge_variant(methods.get(method), variant)

@@ -17,8 +17,8 @@ from pathlib import Path
 import click
 import yaml
 
-METHODS = ["rome", "memit", "ft-1", "ft-5"]
-VARIANTS = ["error_injection", "tracing_reversal", "fact_erasure", "fact_amplification", "fact_forcing"]
+from locedit.registry.methods import METHODS
+from locedit.registry.variants import ERROR_INJECTION, VARIANTS
 
 
 def _model_options(fn):
@@ -74,13 +74,14 @@ def _parse_hparam(ctx, param, values) -> dict:
 
 @main.command()
 @_model_options
-@click.option("--method", required=True, type=click.Choice(METHODS))
+@click.option("--method", required=True, type=click.Choice(list(METHODS)))
 @click.option("--layer", required=True, type=click.IntRange(min=0), help="Central edit layer, 0-indexed.")
 @click.option("--prompt", required=True)
 @click.option("--subject", required=True)
 @click.option("--target-new", required=True)
 @click.option("--target-true", required=True)
-@click.option("--variant", default="error_injection", show_default=True, type=click.Choice(VARIANTS))
+@click.option("--variant", default=ERROR_INJECTION.name, show_default=True,
+              type=click.Choice(list(VARIANTS)))
 @click.option("--paraphrase", "paraphrases", multiple=True, help="Repeatable.")
 @click.option("--neighborhood", "neighborhood", multiple=True, help="Repeatable.")
 @click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), default=None,

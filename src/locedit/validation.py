@@ -23,12 +23,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from locedit.adapters import config_shape
-from locedit.layer_windows import edit_window
 
 #: A Hugging Face hub id: ``name`` or ``owner/name`` (letters, digits, ``-_.``).
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
-#: Methods whose edit windows must lie in ``editing.stats.layers`` (ROME's / MEMIT's C).
-STATS_METHODS = ("rome", "memit")
 
 
 class ConfigError(ValueError):
@@ -141,7 +138,10 @@ def _traced(config: Mapping) -> set[tuple[str, int]]:
 
 def config_problems(config: Mapping, shape: ModelShape | None = None) -> list[str]:
     """Every inconsistency of ``config`` (validated against the schema, defaults filled in);
-    with ``shape``, also the layer settings against the model's depth."""
+    with ``shape``, also the layer settings against the model's depth. The editing methods'
+    settings are checked against the registry by
+    :func:`locedit.registry.methods.config_problems` (kept apart: every job imports this module,
+    and a registry change must not rerun them)."""
     problems: list[str] = []
     ds = config["dataset"]
     if ds["source"] == "path":
@@ -190,24 +190,7 @@ def config_problems(config: Mapping, shape: ModelShape | None = None) -> list[st
         stats_layers = ed["stats"]["layers"]
         if stats_layers != "all":
             problems += _layers_in_range("editing.stats.layers", stats_layers, shape)
-            problems += _stats_coverage(config, shape)
     return problems
-
-
-def _stats_coverage(config: Mapping, shape: ModelShape) -> list[str]:
-    """ROME/MEMIT edit layers whose statistics ``editing.stats.layers`` leaves out."""
-    ed = config["editing"]
-    have = set(ed["stats"]["layers"])
-    need: set[int] = set()
-    for method in set(ed["run_methods"]) & set(STATS_METHODS):
-        window = int(ed["methods"][method].get("window", 1)) if method == "memit" else 1
-        for layer in ed["layers"]:
-            if 0 <= layer < shape.n_layers:
-                need |= set(edit_window(layer, window, shape.n_layers))
-    missing = sorted(need - have)
-    if not missing:
-        return []
-    return [f"editing.stats.layers: ROME/MEMIT edits need the statistics of layer(s) {missing}"]
 
 
 def problem_report(problems: list[str], where: str, shown: int | None = None) -> str:

@@ -14,11 +14,14 @@ implementation; the replay is therefore compared here with the model's own GELU 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import transformers as T
 
 from locedit.adapters import ADAPTERS, edit_weight, n_layers
+from locedit.editing.hparams import ROMEHparams
 from locedit.editing.compute_kv import optimize_value
 from locedit.editing.engine import optimize_values
 from locedit.editing.ft import apply_ft, edit_ft_batch
@@ -29,10 +32,10 @@ from tests.models.test_adapters import _configs
 pytestmark = pytest.mark.usefixtures("unfused_engines")
 
 TEMPLATES = ["{}", "The team won the game. {}", "It was. {}", "After the war, many families moved. {}"]
-VALUE_HP = {
-    "v_num_grad_steps": 8, "v_lr": 0.5, "v_weight_decay": 0.5, "kl_factor": 0.0625,
-    "clamp_norm_factor": 4.0, "early_stop_loss": None, "fact_token": "subject_last",
-}  # fmt: skip
+VALUE_HP = ROMEHparams(
+    v_num_grad_steps=8, v_lr=0.5, v_weight_decay=0.5, kl_factor=0.0625,
+    clamp_norm_factor=4.0, early_stop_loss=None, fact_token="subject_last",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +106,10 @@ def test_early_stopping_per_fact(models, tiny_tokenizer, counterfact_records):
     """
     model = models["GPT2LMHeadModel"]
     reqs = _requests(counterfact_records, _d_model(model), kinds=("inject",))
-    hp = {**VALUE_HP, "v_num_grad_steps": 30, "v_weight_decay": 0.0, "clamp_norm_factor": 100.0}
+    hp = replace(VALUE_HP, v_num_grad_steps=30, v_weight_decay=0.0, clamp_norm_factor=100.0)
     free = [optimize_value(model, tiny_tokenizer, r, TEMPLATES, 2, component="mlp_out", hp=hp) for r in reqs]
     # a threshold that some facts cross before the last step and others never do
-    hp["early_stop_loss"] = sorted(v.diagnostics["loss"] for v in free)[len(free) // 2] + 1e-3
+    hp = replace(hp, early_stop_loss=sorted(v.diagnostics["loss"] for v in free)[len(free) // 2] + 1e-3)
     ref = [optimize_value(model, tiny_tokenizer, r, TEMPLATES, 2, component="mlp_out", hp=hp) for r in reqs]
     new = optimize_values(model, tiny_tokenizer, reqs, TEMPLATES, 2, component="mlp_out", hp=hp)
     steps = [a.diagnostics["n_forward"] for a in ref]

@@ -12,16 +12,23 @@ from locedit.validation import (
     ModelShape,
     canonical,
     coerce_overrides,
-    config_problems,
+    config_problems as config_only_problems,
     planned_model_shape,
     schema_problems,
     source_kind,
 )
+from locedit.registry.methods import config_problems as method_problems
 from tests.conftest import REPO
 from tests.workflow.helpers import reverse_mappings
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
 SHAPE = ModelShape("GPT2LMHeadModel", 12, 128, "toy_model")
+
+
+def config_problems(config, shape=None):
+    """Every planning check, as common.smk runs them (the config's and the registry's)."""
+    depth = None if shape is None else shape.n_layers
+    return config_only_problems(config, shape) + method_problems(config["editing"], depth)
 
 
 @pytest.fixture

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import pandas as pd
 import pytest
 import torch
 
-from locedit.editing import driver
+from locedit.registry.methods import Method, register_method, unregister_method
+from locedit.editing import driver, ft
+from locedit.editing.hparams import Hparams
 from locedit.editing.driver import EDIT_COLUMNS, collect_shards, edit_one, run_edit_job
 from locedit.editing.inputs import prepare_inputs
 from locedit.editing.metrics import RECOVERED_FLOOR
@@ -105,13 +108,31 @@ def test_erasure_lowers_p_true(tiny_gpt2, tiny_tokenizer, counterfact_records):
     assert row["rewrite_score"] > 0.05
 
 
-def test_noop_edit_has_neutral_scores(tiny_gpt2, tiny_tokenizer, counterfact_records, monkeypatch):
+@dataclass(frozen=True)
+class NoopHparams(Hparams):
+    pass
+
+
+def apply_noop(model, tok, request, layer, hparams, stats=None, context_templates=None):
+    """An edit that changes nothing (registered by the test below only)."""
+    return Snapshot(), {}
+
+
+@pytest.fixture
+def noop_method():
+    spec = register_method(
+        Method("noop", "No-op", "", __name__, "apply_noop", None, NoopHparams)
+    )
+    yield spec.name
+    unregister_method(spec.name)
+
+
+def test_noop_edit_has_neutral_scores(tiny_gpt2, tiny_tokenizer, counterfact_records, noop_method):
     """With weights unchanged, post-edit values reproduce the stored pre-edit values exactly."""
-    monkeypatch.setitem(driver.METHODS, "ft-1", lambda *a, **k: (Snapshot(), {}))
     cases = _cases(
         tiny_gpt2, tiny_tokenizer, counterfact_records[:1], ["fact_amplification", "fact_forcing"]
     )
-    df = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "ft-1", 0, {})
+    df = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, noop_method, 0, {})
     assert (df["rewrite_post"] == df["rewrite_pre"]).all()
     assert (df["rewrite_score"] == RECOVERED_FLOOR).all()
     assert (df["neighborhood_score"] == 1.0).all() and (df["essence_score"] == 1.0).all()
@@ -127,13 +148,13 @@ def test_checkpoints_resume(tiny_gpt2, tiny_tokenizer, counterfact_records, tmp_
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["case_0.json", "case_1.json", "case_2.json"]
     (tmp_path / "case_1.json").unlink()  # as if the job had been killed before case 1 finished
     calls = []
-    real = driver.METHODS["ft-1"]
+    real = ft.apply_ft
 
     def counting(model, tok, request, *args):
         calls.append(request.case_id)
         return real(model, tok, request, *args)
 
-    monkeypatch.setitem(driver.METHODS, "ft-1", counting)
+    monkeypatch.setattr(ft, "apply_ft", counting)  # the registry looks the function up per job
     again = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "ft-1", 1, FT, cache_dir=tmp_path, fingerprint="a")
     assert calls == [1]
     cols = [c for c in EDIT_COLUMNS if not c.endswith("_seconds")]
@@ -157,13 +178,13 @@ def test_engine_resume_recomputes_a_cut_off_chunk_whole(
                          fingerprint="a", engine=engine)
     (tmp_path / "case_1.json").unlink()  # chunk [0, 1] cut off; chunk [2] done
     batches = []
-    real = driver.BATCHED["ft-1"]
+    real = ft.edit_ft_batch
 
     def recording(model, tok, requests, *args, **kw):
         batches.append([r.case_id for r in requests])
         return real(model, tok, requests, *args, **kw)
 
-    monkeypatch.setitem(driver.BATCHED, "ft-1", recording)
+    monkeypatch.setattr(ft, "edit_ft_batch", recording)
     again = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "ft-1", 1, FT, cache_dir=tmp_path,
                          fingerprint="a", engine=engine)
     assert batches == [[0, 1]]

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from locedit.adapters import edit_weight, module_for
-from locedit.editing.ft import apply_ft, window_layers
+from locedit.editing.ft import apply_ft
+from locedit.layer_windows import edit_window as window_layers
 from locedit.editing.types import EditRequest, restore
 from locedit.scoring import target_logprobs
 
@@ -123,7 +124,7 @@ def test_ft_fact_forcing_trains_on_noised_subject(tiny_gpt2, tiny_tokenizer, cou
 
 
 def test_unknown_hparam_is_an_error(tiny_gpt2, tiny_tokenizer, counterfact_records):
-    with pytest.raises(ValueError, match="unknown FT hyperparameter"):
+    with pytest.raises(ValueError, match=r"unknown editing\.methods\.ft keys \[.lrr.\]"):
         apply_ft(tiny_gpt2, tiny_tokenizer, _request(counterfact_records), 1, {"lrr": 1.0})
 
 

@@ -7,7 +7,8 @@ import torch
 
 from locedit.adapters import edit_weight, n_layers
 from locedit.editing.covariance import CovarianceStore
-from locedit.editing.memit import apply_memit, layer_window
+from locedit.editing.memit import apply_memit
+from locedit.layer_windows import edit_window as layer_window
 from locedit.editing.types import EditRequest, restore
 from tests.unit.test_rome import _model, _request, _stats
 
@@ -60,14 +61,13 @@ def test_changes_only_window_layers_and_restores(tiny_tokenizer, counterfact_rec
 def test_moves_residual_towards_z(tiny_tokenizer, counterfact_records):
     """With a weak λ the window's updates bring h_L at the bare prompt close to z."""
     from locedit.editing.compute_kv import module_io_at_lookup, optimize_value
-    from locedit.editing.memit import MEMIT_DEFAULTS
-    from locedit.editing.rome import resolve_hparams
+    from locedit.editing.hparams import MEMITHparams, resolve
 
     model = _model(tiny_tokenizer, n_layer=6)
     req = _request(counterfact_records)
     hp = {**HP, "window": 3, "mom2_update_weight": 1e-3}
     z = optimize_value(model, tiny_tokenizer, req, TEMPLATES, 3, component="block",
-                       hp=resolve_hparams(hp, MEMIT_DEFAULTS, "memit")).target  # fmt: skip
+                       hp=resolve(MEMITHparams, hp, "memit")).target  # fmt: skip
     _, h0 = module_io_at_lookup(model, tiny_tokenizer, req, [req.prompt], 3, component="block")
     snap, _ = apply_memit(model, tiny_tokenizer, req, 2, hp, _stats(model), TEMPLATES)
     _, h1 = module_io_at_lookup(model, tiny_tokenizer, req, [req.prompt], 3, component="block")

@@ -9,7 +9,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from locedit.adapters import edit_weight, is_conv1d, module_for
 from locedit.editing.compute_kv import fill_template, module_io_at_lookup, subject_noise_ctx
 from locedit.editing.covariance import CovarianceStore
-from locedit.editing.rome import apply_rome, rome_update, resolve_hparams, ROME_DEFAULTS
+from locedit.editing.hparams import ROMEHparams, resolve
+from locedit.editing.rome import apply_rome, rome_update
 from locedit.editing.types import EditRequest, restore
 from locedit.hooks import forward_hooks
 from locedit.data.records import subject_token_range
@@ -67,7 +68,7 @@ def test_update_is_rank_one_and_maps_prompt_key_to_v_star(tiny_tokenizer, counte
     model = _model(tok, arch)
     stats = _stats(model)
     req = _request(counterfact_records)
-    hp = resolve_hparams(HP, ROME_DEFAULTS, "rome")
+    hp = resolve(ROMEHparams, HP, "rome")
     vectors, _ = rome_update(model, tok, req, 1, hp, stats, TEMPLATES)
     w0 = edit_weight(model, 1).detach().clone()
     snap, diag = apply_rome(model, tok, req, 1, HP, stats, TEMPLATES)
@@ -94,7 +95,7 @@ def test_orientation_matches_linear_and_conv1d(tiny_tokenizer, counterfact_recor
         model = _model(tiny_tokenizer, arch)
         stats = _stats(model)
         req = _request(counterfact_records)
-        hp = resolve_hparams(HP, ROME_DEFAULTS, "rome")
+        hp = resolve(ROMEHparams, HP, "rome")
         vec, _ = rome_update(model, tiny_tokenizer, req, 2, hp, stats, TEMPLATES)
         w0 = edit_weight(model, 2).detach().clone()
         apply_rome(model, tiny_tokenizer, req, 2, HP, stats, TEMPLATES)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from locedit.api import config_hparams
-from locedit.editing.rome import ROME_DEFAULTS, resolve_hparams, rome_updates
+from locedit.editing.hparams import ROMEHparams, resolve
+from locedit.editing.rome import rome_updates
 from tests.conftest import REPO
 from tests.unit.test_rome import TEMPLATES, _model, _request, _stats
 
@@ -22,7 +23,7 @@ def _shipped(method: str) -> dict:
 
 def _rome(tok, records, **changed):
     model = _model(tok)
-    hp = resolve_hparams({**_shipped("rome"), **changed}, ROME_DEFAULTS, "rome")
+    hp = resolve(ROMEHparams, {**_shipped("rome"), **changed}, "rome")
     reqs = [_request(records, i) for i in range(len(records))]
     return hp, [diag for _, diag in rome_updates(model, tok, reqs, 1, hp, _stats(model), TEMPLATES)]
 
@@ -31,11 +32,11 @@ def _rome(tok, records, **changed):
 def test_rome_clamp_and_weight_decay_as_shipped(tiny_tokenizer, counterfact_records, lr):
     hp, diags = _rome(tiny_tokenizer, counterfact_records, **({} if lr is None else {"v_lr": lr}))
     for d in diags:
-        bound = hp["clamp_norm_factor"] * d["init_norm"]
+        bound = hp.clamp_norm_factor * d["init_norm"]
         assert d["delta_norm"] <= bound * (1 + 1e-5)
         # loss = nll + kl + weight_decay, weight_decay = factor · ‖δ‖ / ‖v_init‖² (ROME's code)
-        wd = hp["v_weight_decay"] * d["delta_norm"] / d["init_norm"] ** 2
+        wd = hp.v_weight_decay * d["delta_norm"] / d["init_norm"] ** 2
         assert d["weight_decay"] == pytest.approx(wd, rel=1e-4)
         assert d["loss"] == pytest.approx(d["nll"] + d["kl"] + d["weight_decay"], rel=1e-5)
     if lr is not None:  # a step 50x too large: the clamp binds (so the check above can fail)
-        assert any(d["delta_norm"] >= 0.999 * hp["clamp_norm_factor"] * d["init_norm"] for d in diags)
+        assert any(d["delta_norm"] >= 0.999 * hp.clamp_norm_factor * d["init_norm"] for d in diags)

@@ -12,7 +12,8 @@ import torch
 from locedit.adapters import module_for
 from locedit.hooks import forward_hooks
 from locedit.scoring import encode_prompt_target, greedy_continuations
-from locedit.tracing.batching import Patch, _fork_plan, window_layers
+from locedit.layer_windows import window_bounds as window_layers
+from locedit.tracing.batching import Patch, _fork_plan
 from locedit.tracing.trace import (
     FactTracer,
     SubjectNotFoundError,

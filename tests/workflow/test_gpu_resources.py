@@ -1,4 +1,4 @@
-"""GPU scheduling: every model-loading job holds `gpu` (MODEL_RULES in common.smk, the one
+"""GPU scheduling: every model-loading job holds `gpu` (MODEL_RULES in locedit.registry, the one
 place that lists them), so `--resources gpu=N` caps how many run at once."""
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ pytestmark = pytest.mark.slow
 
 
 def model_rules() -> set[str]:
-    text = (REPO / "workflow/rules/common.smk").read_text()
-    block = re.search(r"MODEL_RULES = \((.*?)\)", text, re.DOTALL).group(1)
-    return set(re.findall(r'"(\w+)"', block))
+    from locedit.registry.rules import MODEL_RULES
+
+    return set(MODEL_RULES)
 
 
 def listing_resources(text: str) -> dict[str, set[str]]:

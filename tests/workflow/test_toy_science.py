@@ -82,18 +82,19 @@ def _shipped(method: str) -> dict:
 
 def _rome_diags(default_study, layer: int, **changed):
     from locedit.editing.covariance import CovarianceStore
-    from locedit.editing.rome import ROME_DEFAULTS, resolve_hparams, rome_updates
+    from locedit.editing.hparams import ROMEHparams, resolve
+from locedit.editing.rome import rome_updates
     from locedit.io import read_json
 
     model, tok, reqs = _trained(default_study)
     stats = CovarianceStore.from_dir(default_study / "resources/stats/toy/world", model=model)
     templates = read_json(default_study / RESULTS / "editing/context_templates.json")["rome"]
-    hp = resolve_hparams({**_shipped("rome"), **changed}, ROME_DEFAULTS, "rome")
+    hp = resolve(ROMEHparams, {**_shipped("rome"), **changed}, "rome")
     return hp, [d for _, d in rome_updates(model, tok, reqs, layer, hp, stats, templates)]
 
 
 def _assert_early_stop_rule(hp, diags):
-    steps, early = hp["v_num_grad_steps"], hp["early_stop_loss"]
+    steps, early = hp.v_num_grad_steps, hp.early_stop_loss
     for d in diags:  # stops at the first loss under early_stop_loss, else after all steps
         assert (d["loss"] < early) if d["n_forward"] < steps else (d["n_forward"] == steps)
 
@@ -103,9 +104,9 @@ def test_rome_shipped_hyperparameters_on_the_trained_toy(default_study):
     fires at the default layers: KL and weight decay keep the loss above 0.02.)"""
     hp, diags = _rome_diags(default_study, 1)
     for d in diags:
-        assert d["delta_norm"] <= hp["clamp_norm_factor"] * d["init_norm"] * (1 + 1e-5)
+        assert d["delta_norm"] <= hp.clamp_norm_factor * d["init_norm"] * (1 + 1e-5)
         assert d["weight_decay"] == pytest.approx(
-            hp["v_weight_decay"] * d["delta_norm"] / d["init_norm"] ** 2, rel=1e-4)
+            hp.v_weight_decay * d["delta_norm"] / d["init_norm"] ** 2, rel=1e-4)
     _assert_early_stop_rule(hp, diags)
     assert sum(d["p_target"] > 0.5 for d in diags) >= len(diags) // 2
 
@@ -114,8 +115,8 @@ def test_rome_early_stop_fires_at_its_shipped_threshold(default_study):
     # Without the KL and weight-decay terms the loss is the NLL alone and reaches the threshold.
     hp, diags = _rome_diags(default_study, 2, kl_factor=0.0, v_weight_decay=0.0)
     _assert_early_stop_rule(hp, diags)
-    early = [d for d in diags if d["n_forward"] < hp["v_num_grad_steps"]]
-    assert early and all(d["loss"] < hp["early_stop_loss"] for d in early)
+    early = [d for d in diags if d["n_forward"] < hp.v_num_grad_steps]
+    assert early and all(d["loss"] < hp.early_stop_loss for d in early)
 
 
 @pytest.mark.parametrize("norm_constraint", [None, 0.2])

@@ -5,49 +5,10 @@
 include: "analysis_functions.smk"
 
 
-# Table file stems (locedit.analysis.tables.TABLE_NAMES; a unit test keeps the two in step).
-ANALYSIS_TABLES = [
-    "table1_rome_rewrite",
-    "table2_concentrated",
-    "table3_rewrite",
-    "table4_paraphrase",
-    "table5_neighborhood",
-    "table6_overall",
-    "table7_errors",
-    "table_essence",
-    "table_windows",
-    "robust_inference",
-    "comparison_paper",
-    "summary",
-]
+from locedit.analysis.tables import TABLE_NAMES
 
-# Figures per plotting rule: file stem -> (caption file, report category).
-ANALYSIS_FIGURES = {
-    "plot_edit_scores": {
-        "fig07_scores_by_layer": ("fig07.rst", "Edit success by layer"),
-        "fig08_essence_by_layer": ("fig08.rst", "Edit success by layer"),
-        "fig09_overall_by_layer": ("fig09.rst", "Edit success by layer"),
-    },
-    "plot_r2_bars": {
-        "fig06_r2_layer_vs_trace": ("fig06.rst", "Regressions"),
-        "fig06b_r2_overall": ("fig06b.rst", "Regressions"),
-        "fig12_r2_by_window": ("fig12.rst", "Regressions"),
-    },
-    "plot_trace_scatter": {
-        "fig04_rewrite_vs_trace": ("fig04.rst", "Tracing vs editing"),
-        "fig14_unscaled": ("fig14.rst", "Tracing vs editing"),
-        "fig15_rome_rewrite_by_layer": ("fig15.rst", "Tracing vs editing"),
-        "fig16_rome_last_token_by_layer": ("fig16.rst", "Tracing vs editing"),
-        "fig17_ff_ft5_by_layer": ("fig17.rst", "Tracing vs editing"),
-        "fig18_rome_overall_by_layer": ("fig18.rst", "Tracing vs editing"),
-        "fig21_zeroing_rewrite_by_layer": ("fig21.rst", "Tracing vs editing"),
-        "fig22_zeroing_overall_by_layer": ("fig22.rst", "Tracing vs editing"),
-    },
-    "plot_tracing_windows": {
-        "fig10_tracing_by_window": ("fig10.rst", "Tracing"),
-        "fig11_peaks_by_window": ("fig11.rst", "Tracing"),
-    },
-}
+# Table stems: locedit.analysis.tables.TABLE_NAMES; figures: locedit.registry.analysis.FIGURES.
+ANALYSIS_TABLES = TABLE_NAMES
 
 
 rule join_edits_tracing:

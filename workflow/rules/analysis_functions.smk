@@ -10,11 +10,11 @@ def analysis_seed():
 def figure_outputs(rule_name):
     """Named PNG (in the report, with its caption) and PDF outputs of one plotting rule."""
     out = {}
-    for stem, (caption, category) in ANALYSIS_FIGURES[rule_name].items():
+    for stem, fig in figures_of(rule_name).items():
         out[f"{stem}_png"] = report(
             f"results/{{model}}/{{dataset}}/figures/{stem}.png",
-            caption=f"../report/{caption}",
-            category=category,
+            caption=f"../report/{fig.caption}",
+            category=fig.category,
         )
         out[f"{stem}_pdf"] = f"results/{{model}}/{{dataset}}/figures/{stem}.pdf"
     return out
@@ -22,10 +22,7 @@ def figure_outputs(rule_name):
 
 def analysis_targets():
     figures = [
-        f"{RESULTS}/figures/{stem}.{ext}"
-        for figs in ANALYSIS_FIGURES.values()
-        for stem in figs
-        for ext in ("png", "pdf")
+        f"{RESULTS}/figures/{stem}.{ext}" for stem in FIGURES for ext in ("png", "pdf")
     ]
     tables = [
         f"{RESULTS}/analysis/tables/{name}.{ext}"

@@ -2,6 +2,7 @@
 import ast
 import hashlib
 import math
+import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -15,6 +16,13 @@ sys.path.insert(0, str(Path(workflow.basedir, "src")))
 from locedit.planning import cuda_present, export_package_path
 
 export_package_path(Path(workflow.basedir, "src"))
+# The study's vocabulary (locedit.registry), shared by every rule file.
+from locedit.registry.analysis import FIGURES, figures_of
+from locedit.registry.methods import METHODS, get_method
+from locedit.registry.methods import config_problems as method_config_problems
+from locedit.registry.rules import MODEL_RULES
+from locedit.registry.variants import VARIANTS
+from locedit.editing.hparams import merge_variant
 from locedit.validation import (
     canonicalize_in_place,
     coerce_overrides,
@@ -42,7 +50,13 @@ canonicalize_in_place(config)
 # Cross-key and model-shape checks before anything is scheduled, so a wrong value can neither
 # start a job nor delete a good output; validate_inputs repeats them where planning cannot see.
 PLANNED_SHAPE, _shape_problems = planned_model_shape(config)
-raise_problems(_shape_problems + config_problems(config, PLANNED_SHAPE), CONFIG_ORIGIN)
+_depth = None if PLANNED_SHAPE is None else PLANNED_SHAPE.n_layers
+raise_problems(
+    _shape_problems
+    + config_problems(config, PLANNED_SHAPE)
+    + method_config_problems(config["editing"], _depth),
+    CONFIG_ORIGIN,
+)
 
 MODEL = config["model"]["name"]
 DATASET = config["dataset"]["name"]
@@ -133,20 +147,6 @@ def validated_model_input():
     return model_input() + [f"{RESULTS}/validation.json"]
 
 
-#: The rules whose jobs load the model for the study: each holds model.gpus_per_job of the
-#: resource `gpu` (declare_model_gpus). profiles/slurm gives exactly these a GPU (tested).
-MODEL_RULES = (
-    "filter_known_facts",
-    "estimate_noise_level",
-    "trace_facts",
-    "generate_context_templates",
-    "compute_layer_stats",
-    "sample_essence_texts",
-    "prepare_edit_inputs",
-    "edit_facts",
-)
-
-
 def model_gpus():
     """model.gpus_per_job resolved: auto = 1 when the device resolves to CUDA here, else 0."""
     n = config["model"]["gpus_per_job"]
@@ -157,7 +157,8 @@ def model_gpus():
 
 
 def declare_model_gpus():
-    """Give every MODEL_RULES rule its `gpu` resource, unless a profile's set-resources did."""
+    """Give every model-loading rule (MODEL_RULES) its `gpu` resource, unless a
+    profile's set-resources did. profiles/slurm gives exactly these a GPU (tested)."""
     gpus = model_gpus()
     for rule_ in workflow.rules:
         if rule_.name in MODEL_RULES and "gpu" not in rule_.resources:

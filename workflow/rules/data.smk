@@ -116,6 +116,7 @@ rule filter_known_facts:
         model=model_params(),
         filter=config["filter"],
         only_known=config["tracing"]["only_correct"] or config["editing"]["only_correct"],
+        seed=config["seed"],
         code=code_hash("workflow/scripts/filter_known_facts.py"),
     script:
         "../scripts/filter_known_facts.py"

@@ -17,32 +17,10 @@ EDIT_SHARD = EDITING["shard_size"]
 # layer either way; so are the checkpoints, so adding a layer recomputes only its edits.
 EDIT_LAYER_DIR = "{layer}" if EDITING["layers_per_job"] == 1 else "all"
 
-# Each method's own modules: an edit job's code hash covers edit_facts.py and what it imports,
-# less the other methods' modules (editing_functions.smk, `edit_method_code`).
-EDIT_METHOD_CODE = {
-    "rome": [
-        "src/locedit/editing/rome.py",
-        "src/locedit/editing/engine.py",
-        "src/locedit/editing/compute_kv.py",
-        "src/locedit/editing/covariance.py",
-    ],
-    "memit": [
-        "src/locedit/editing/memit.py",
-        "src/locedit/editing/rome.py",
-        "src/locedit/editing/engine.py",
-        "src/locedit/editing/compute_kv.py",
-        "src/locedit/editing/covariance.py",
-    ],
-    "ft-1": ["src/locedit/editing/ft.py"],
-    "ft-5": ["src/locedit/editing/ft.py"],
-}
-# Methods that read covariance statistics and context templates.
-EDIT_STATS_METHODS = ("rome", "memit")
-
 
 wildcard_constraints:
     variant="|".join(EDITING["variants"]),
-    method="|".join(m.replace("-", r"\-") for m in EDITING["run_methods"]),
+    method="|".join(re.escape(m) for m in EDITING["run_methods"]),
     layer=r"\d+",
 
 

@@ -7,19 +7,27 @@ def editing_seed():
 
 
 def edit_method_hparams(method, variant):
-    """`editing.methods.<method>` without `per_variant`, overlaid with its `per_variant.<variant>`."""
-    section = dict(EDITING["methods"].get(method) or {})
-    per_variant = section.pop("per_variant", None) or {}
-    return {**section, **(per_variant.get(variant) or {})}
+    """`editing.methods.<method>` with its `per_variant.<variant>` merged in (checked, typed, by
+    config_problems at planning; the job gets the plain dict, so params compare by value)."""
+    return merge_variant(EDITING["methods"].get(method), variant)
+
+
+def method_module_path(method):
+    """The registered method's module as a repository path (what its jobs run)."""
+    return "src/" + get_method(method).module.replace(".", "/") + ".py"
+
+
+def edit_method_code_files(method):
+    """What one method's edit jobs run: edit_facts.py, the method's module (from the registry)
+    and every module they import; what only other methods' modules import is left out (so
+    editing rome.py reruns only ROME jobs, and ft.py only FT-1 and FT-5's)."""
+    return code_files("workflow/scripts/edit_facts.py", method_module_path(method))
 
 
 @cache  # called once per edit job while planning
 def edit_method_code(method):
-    """Code hash of one method's edit jobs: edit_facts.py and every module it imports, less the
-    other methods' own modules (so editing rome.py reruns only ROME and MEMIT jobs)."""
-    own = EDIT_METHOD_CODE[method]
-    others = {p for paths in EDIT_METHOD_CODE.values() for p in paths} - set(code_files(*own))
-    return code_hash("workflow/scripts/edit_facts.py", *own, exclude=others)
+    """Code hash of one method's edit jobs (`edit_method_code_files`)."""
+    return code_hash(*edit_method_code_files(method))
 
 
 def edit_outputs():
@@ -49,12 +57,12 @@ def edit_shard_paths():
 
 
 def edit_stats_inputs(wildcards):
-    """Covariance statistics and context templates for ROME/MEMIT jobs; nothing for FT.
+    """Covariance statistics and context templates for methods that need them (ROME/MEMIT).
 
     editing_stats.smk provides `layer_stats_manifest(method, layer)` (the statistics a layer
     needs; one manifest for all layers today) once it is included by the Snakefile.
     """
-    if wildcards.method not in EDIT_STATS_METHODS:
+    if not get_method(wildcards.method).needs_stats:
         return {}
     stats_fn = globals().get("layer_stats_manifest")
     if stats_fn is None:
@@ -70,13 +78,15 @@ def edit_stats_inputs(wildcards):
 
 
 def edit_tracing_inputs(variant):
-    """Tracing outputs a variant's edit inputs need: o_noise (tracing reversal), σ (fact
-    forcing). The other variants read nothing from tracing, so tracing changes leave them be."""
-    if variant == "tracing_reversal":
-        return {"o_noise": f"{RESULTS}/tracing/o_noise.parquet"}
-    if variant == "fact_forcing":
-        return {"noise": f"{RESULTS}/tracing/noise.json"}
-    return {}
+    """Tracing outputs a variant's edit inputs need (the registry's `tracing_input`): o_noise
+    (tracing reversal), σ (fact forcing). The other variants read nothing from tracing, so
+    tracing changes leave them be."""
+    paths = {
+        "o_noise": f"{RESULTS}/tracing/o_noise.parquet",
+        "noise": f"{RESULTS}/tracing/noise.json",
+    }
+    need = VARIANTS[variant].tracing_input
+    return {} if need is None else {need: paths[need]}
 
 
 def editing_targets():

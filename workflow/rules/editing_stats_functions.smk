@@ -11,7 +11,7 @@ def stats_corpus():
     corpus = EDIT_STATS["corpus"]
     if corpus is not None:
         return corpus
-    uses_stats = any(m in ("rome", "memit") for m in config["editing"]["run_methods"])
+    uses_stats = any(get_method(m).needs_stats for m in config["editing"]["run_methods"])
     if uses_stats and config["model"]["source"] != "toy" and EDIT_STATS["rome_npz_dir"] is None:
         raise WorkflowError(
             "editing.stats: set corpus (a text file, one document per line) or rome_npz_dir "

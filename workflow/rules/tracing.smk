@@ -7,7 +7,7 @@ include: "tracing_functions.smk"
 
 TRACING = config["tracing"]
 # The tracing engine: σ is estimated again when it changes, though the estimate imports only
-# tracing_noise (every other rule's hash covers just what its script imports).
+# locedit.noise (every other rule's hash covers just what its script imports).
 TRACING_CODE = (
     "src/locedit/tracing/trace.py",
     "src/locedit/tracing/batching.py",

@@ -13,7 +13,8 @@ import logging
 import pandas as pd
 import torch
 
-from locedit.editing.driver import NEEDS_STATS, run_edit_job
+from locedit.registry.methods import get_method
+from locedit.editing.driver import run_edit_job
 from locedit.io import read_json, write_parquet
 from locedit.modeling import load_model
 from locedit.workflow import job_fingerprint, log_stream, setup_logging
@@ -22,13 +23,14 @@ logger = logging.getLogger(__name__)
 
 
 def load_stats(snakemake, model, method: str):
-    """Covariance statistics and the method's context templates (ROME/MEMIT only)."""
-    if method not in NEEDS_STATS:
+    """Covariance statistics and the method's context templates (methods that need them)."""
+    spec = get_method(method)
+    if not spec.needs_stats:
         return None, []
     from locedit.editing.covariance import CovarianceStore
 
     stats = CovarianceStore.from_dir(snakemake.input.stats, model=model)
-    templates = read_json(snakemake.input.templates)[method]
+    templates = read_json(snakemake.input.templates)[spec.templates]
     return stats, templates
 
 

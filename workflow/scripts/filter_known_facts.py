@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 def main(snakemake) -> None:
     setup_logging(snakemake)
     torch.set_num_threads(snakemake.threads)
-    seed_everything(0)
+    seed_everything(snakemake.params.seed)  # greedy decoding draws nothing; for any sampler
     f = snakemake.params.filter
     model, tok = load_model(**snakemake.params.model)
     records = read_json(snakemake.input.records)

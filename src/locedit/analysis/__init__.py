@@ -11,6 +11,8 @@ Modules:
 - ``plots``: seaborn figures (read tables only; never a model).
 """
 
+from locedit.registry import methods, variants
+
 # Outcome metrics regressed on tracing, and the edits.parquet column each one reads.
 METRICS = {
     "rewrite": "rewrite_score",
@@ -19,19 +21,8 @@ METRICS = {
     "essence": "essence_score",
     "overall": "overall_score",
 }
-VARIANTS = [
-    "error_injection",
-    "tracing_reversal",
-    "fact_erasure",
-    "fact_amplification",
-    "fact_forcing",
-]
-METHODS = ["ft-1", "ft-5", "rome", "memit"]
-VARIANT_LABELS = {
-    "error_injection": "Error Injection",
-    "tracing_reversal": "Tracing Reversal",
-    "fact_erasure": "Fact Erasure",
-    "fact_amplification": "Fact Amplification",
-    "fact_forcing": "Fact Forcing",
-}
-METHOD_LABELS = {"ft-1": "FT-1", "ft-5": "FT-5", "rome": "ROME", "memit": "MEMIT"}
+# Display order and labels of problems and methods: the registry's.
+VARIANTS = list(variants.VARIANTS)
+METHODS = list(methods.METHODS)
+VARIANT_LABELS = {v.name: v.label for v in variants.VARIANTS.values()}
+METHOD_LABELS = {m.name: m.label for m in methods.METHODS.values()}

@@ -12,6 +12,8 @@ import logging
 import numpy as np
 import pandas as pd
 
+from locedit.registry.variants import VARIANTS
+
 log = logging.getLogger(__name__)
 
 EDIT_KEYS = ["case_id", "variant", "method", "layer"]
@@ -139,7 +141,8 @@ def build_edit_vs_trace(
     df = edits[edits["case_id"].isin(known)].copy()
     if erasure_eligible_only and "erasure_eligible" in facts.columns:
         eligible = set(facts.loc[facts["erasure_eligible"].astype(bool), "case_id"])
-        df = df[(df["variant"] != "fact_erasure") | df["case_id"].isin(eligible)]
+        only = [v.name for v in VARIANTS.values() if v.analysis_eligible_only]
+        df = df[~df["variant"].isin(only) | df["case_id"].isin(eligible)]
     log.info("%d of %d edits are on known facts", len(df), len(edits))
 
     main = trace_curves(tracing, kind, window).rename(

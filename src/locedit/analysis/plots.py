@@ -16,6 +16,7 @@ import seaborn as sns
 
 from locedit.analysis import METHOD_LABELS, METHODS, METRICS, VARIANT_LABELS, VARIANTS
 from locedit.analysis.regression import pearson
+from locedit.registry.analysis import HEADLINE
 
 LAYER_BLUE, DIFF_ORANGE = "#4C72B0", "#DD8452"
 METRIC_LABELS = {
@@ -72,8 +73,8 @@ def _cell(df: pd.DataFrame, variant: str, method: str) -> pd.DataFrame:
 def rewrite_vs_trace(
     df: pd.DataFrame,
     layer: int | None,
-    variant: str = "error_injection",
-    method: str = "rome",
+    variant: str = HEADLINE[0],
+    method: str = HEADLINE[1],
     metric: str = "rewrite",
     feature: str = "trace_effect",
     perfect_line: bool = True,

@@ -20,17 +20,15 @@ import io
 
 import pandas as pd
 
+from locedit.registry.methods import METHODS
+
+from locedit.registry.variants import VARIANTS
+
 PAPER_MODEL = "GPT-J-6B"
 PAPER_DATASET = "CounterFact (first 2000 records, 652 known facts)"
 
-VARIANT_CODES = {
-    "EI": "error_injection",
-    "TR": "tracing_reversal",
-    "FE": "fact_erasure",
-    "FA": "fact_amplification",
-    "FF": "fact_forcing",
-}
-METHOD_CODES = {"FT1": "ft-1", "FT5": "ft-5", "ROME": "rome", "MEMIT": "memit"}
+VARIANT_CODES = {v.paper_code: v.name for v in VARIANTS.values()}
+METHOD_CODES = {m.paper_code: m.name for m in METHODS.values() if m.paper_code}
 
 # Table 1 and Table 2: metric rewrite, variant error_injection, method rome.
 TABLE1 = {"r2_layer": 0.947, "r2_trace": 0.016, "r2_both": 0.948}

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from locedit.analysis import METHOD_LABELS, METHODS, VARIANT_LABELS, VARIANTS, reference
+from locedit.registry.analysis import HEADLINE
 
 R2_TABLES = {3: "rewrite", 4: "paraphrase", 5: "neighborhood", 6: "overall"}
 
@@ -77,11 +78,8 @@ def r2_table(reg: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def _rome_ei(reg: pd.DataFrame, metric: str = "rewrite") -> pd.Series | None:
-    sel = reg[
-        (reg["variant"] == "error_injection")
-        & (reg["method"] == "rome")
-        & (reg["metric"] == metric)
-    ]
+    variant, method = HEADLINE
+    sel = reg[(reg["variant"] == variant) & (reg["method"] == method) & (reg["metric"] == metric)]
     return None if sel.empty else sel.iloc[0]
 
 
@@ -247,6 +245,8 @@ TABLE_NAMES = [
     "table5_neighborhood", "table6_overall", "table7_errors", "table_essence", "table_windows",
     "robust_inference", "comparison_paper", "summary",
 ]  # fmt: skip
+#: The run's one-page summary (the README quotes it).
+SUMMARY_TABLE = TABLE_NAMES[-1]
 
 
 def _label(row) -> str:
@@ -319,8 +319,8 @@ def summary_table(
     corr = frames["layer_correlations"]
     if default_layer is not None and len(corr):
         c = corr[
-            (corr["variant"] == "error_injection")
-            & (corr["method"] == "rome")
+            (corr["variant"] == HEADLINE[0])
+            & (corr["method"] == HEADLINE[1])
             & (corr["metric"] == "rewrite")
             & (corr["feature"] == "trace_effect")
             & (corr["layer"] == default_layer)
@@ -401,7 +401,7 @@ def build_tables(
             )
             for m in ("rewrite", "overall")
         ],
-        "summary": [
+        SUMMARY_TABLE: [
             ("Summary of this run", summary_table(frames, alpha, default_layer, counts), "")
         ],
     }

@@ -35,6 +35,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from locedit.adapters import d_model, module_for, untuple
+from locedit.editing.hparams import FACT_TOKENS, ValueHparams
+from locedit.registry.methods import MEMIT, ROME
 from locedit.editing.types import EditRequest
 from locedit.hooks import forward_hooks
 from locedit.noise import noised_subject
@@ -47,7 +49,6 @@ logger = logging.getLogger(__name__)
 KL_PROMPT = "{} is a"
 
 #: Lookup-token strategies: the subject's last token (paper) or the prompt's last token (ablation).
-FACT_TOKENS = ("subject_last", "last")
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,7 +261,7 @@ def optimize_value(
     layer: int,
     *,
     component: str,
-    hp: dict,
+    hp: ValueHparams,
 ) -> ValueResult:
     """Optimise ``delta`` added to ``component``'s output at ``layer`` (ROME ``compute_v``).
 
@@ -268,8 +269,8 @@ def optimize_value(
         context_templates: the first should be ``"{}"`` (the bare prompt): its row defines the
             initial value that ``clamp_norm_factor`` and the weight decay are relative to.
         component: ``mlp_out`` (ROME: v*) or ``block`` (MEMIT: z on the residual stream).
-        hp: ``v_num_grad_steps, v_lr, v_weight_decay, kl_factor, clamp_norm_factor,
-            early_stop_loss, fact_token``.
+        hp: ROME's or MEMIT's hyperparameters (``v_num_grad_steps, v_lr, v_weight_decay,
+            kl_factor, clamp_norm_factor, early_stop_loss, fact_token`` are read).
 
     The rewrite prompts are ``fill_template(c, request.prompt)`` for each context template, each
     teacher-forced with ``request.target``; one extra row is the KL prompt ``"{subject} is a"``.
@@ -277,7 +278,7 @@ def optimize_value(
     one fewer Adam steps); early stopping (``loss < early_stop_loss``) is off for erasure.
     """
     device = _device(model)
-    fact_token = hp["fact_token"]
+    fact_token = hp.fact_token
     templates = [fill_template(c, request.prompt) for c in context_templates]
     rows, read_pos, target_ids, lookup = [], [], [], []
     for t in templates:
@@ -315,9 +316,9 @@ def optimize_value(
         h = h + (where * delta).to(h.dtype)
         return (h,) + tuple(output[1:]) if isinstance(output, tuple) else h
 
-    opt = torch.optim.Adam([delta], lr=hp["v_lr"])
-    n_steps = int(hp["v_num_grad_steps"])
-    early = hp.get("early_stop_loss")
+    opt = torch.optim.Adam([delta], lr=hp.v_lr)
+    n_steps = int(hp.v_num_grad_steps)
+    early = hp.early_stop_loss
     diag: dict = {}
     it = 0
     with subject_noise_ctx(model, tok, request, all_templates):
@@ -334,10 +335,10 @@ def optimize_value(
                 kl_lp = torch.log_softmax(logits[n_rw, lookup[-1]][None].float(), dim=-1)  # [1, vocab]
                 if "kl_init" not in state:
                     state["kl_init"] = kl_lp.detach().clone()
-                kl = hp["kl_factor"] * F.kl_div(
+                kl = hp.kl_factor * F.kl_div(
                     state["kl_init"], kl_lp, log_target=True, reduction="batchmean"
                 )
-                wd = hp["v_weight_decay"] * (delta.norm() / state["init"].norm() ** 2)
+                wd = hp.v_weight_decay * (delta.norm() / state["init"].norm() ** 2)
                 main = torch.exp(-nll) if request.minimize else nll
                 loss = main + kl + wd
                 diag = {
@@ -357,7 +358,7 @@ def optimize_value(
                     break
                 loss.backward()
                 opt.step()
-                max_norm = hp["clamp_norm_factor"] * state["init"].norm()
+                max_norm = hp.clamp_norm_factor * state["init"].norm()
                 with torch.no_grad():
                     if delta.norm() > max_norm:
                         delta.mul_(max_norm / delta.norm())
@@ -432,8 +433,8 @@ def generate_context_templates(
             per seed word (``[[10, 5]]``: 6 templates).
 
     Returns:
-        ``{"rome": [...], "memit": [...]}``; each list starts with ``"{}"`` (the bare prompt) and
-        the rest are ``text + ". {}"``.
+        ``{ROME's list name: [...], MEMIT's: [...]}`` (``Method.templates`` of the registry);
+        each list starts with ``"{}"`` (the bare prompt) and the rest are ``text + ". {}"``.
     """
     gen = torch.Generator().manual_seed(int(seed))
     start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
@@ -448,4 +449,4 @@ def generate_context_templates(
             ids = tok(word)["input_ids"]
             k = n_total // len(memit_prompts)
             memit += [t + ". {}" for t in sample_texts(model, tok, ids, k, length, top_k=top_k, generator=gen)]
-    return {"rome": rome, "memit": memit}
+    return {ROME.templates: rome, MEMIT.templates: memit}

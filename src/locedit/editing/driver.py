@@ -6,18 +6,18 @@ caller; every edit is undone by copying back the weights its method saved in a
 case is written atomically to ``cache_dir/{case_id}.json`` so a killed job resumes where it
 stopped; the declared shard output is written by the caller from the returned rows.
 
-Two paths compute the same edits (to float rounding): the batched engine (default;
-:data:`BATCHED`), which optimises many facts' edits together and hands them out one at a
-time, and the per-fact path (:data:`METHODS`, ``engine=None``), the authors' algorithm as
-written, kept as the baseline the engine is tested and benchmarked against.
+Methods come from :data:`locedit.registry.methods.METHODS`. Two paths compute the same edits (to float
+rounding): the batched engine (default; a method's ``batch`` function), which optimises many
+facts' edits together and hands them out one at a time, and the per-fact path (its ``apply``
+function, ``engine=None``), the authors' algorithm as written, kept as the baseline the engine
+is tested and benchmarked against.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -25,9 +25,9 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from locedit.registry.methods import METHODS, get_method
 from locedit.adapters import d_model, n_layers
 from locedit.editing.evaluate import evaluate_case
-from locedit.editing.ft import DEFAULT_MAX_FACTS, apply_ft, edit_ft_batch
 from locedit.editing.metrics import edit_scores
 from locedit.editing.types import restore
 from locedit.editing.variants import build_request, case_noise
@@ -35,66 +35,11 @@ from locedit.io import open_checkpoints, read_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
 
-#: Method name → (module, function). Imported lazily so FT runs without ROME/MEMIT's modules.
-_METHOD_FUNCS = {
-    "rome": ("locedit.editing.rome", "apply_rome"),
-    "memit": ("locedit.editing.memit", "apply_memit"),
-}
-#: Methods that need covariance statistics and context templates.
-NEEDS_STATS = ("rome", "memit")
 #: Facts the batched engine edits together and checkpoints together. A fact's result depends on
 #: which facts share its batches (the float rounding of batched matmuls), so a job resumed after
 #: a kill recomputes a cut-off chunk whole, never its remaining facts alone: the resumed job's
 #: results equal an uninterrupted run's bit for bit. (The per-fact path checkpoints every fact.)
 ENGINE_CHUNK = 256
-
-
-def _lazy(module: str, name: str) -> Callable:
-    def call(*args, **kwargs):
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
-
-    call.__name__ = name
-    return call
-
-
-def _ft(window: int) -> Callable:
-    def apply(model, tok, request, layer, hparams, stats=None, context_templates=None):
-        # The method name fixes the window; a config `window` key cannot contradict it.
-        return apply_ft(model, tok, request, layer, {**(hparams or {}), "window": window})
-
-    apply.__name__ = f"apply_ft{window}"
-    return apply
-
-
-def _ft_batch(window: int) -> Callable:
-    def edits(model, tok, requests, layer, hparams, stats=None, context_templates=None, **engine):
-        yield from edit_ft_batch(
-            model, tok, requests, layer, {**(hparams or {}), "window": window},
-            max_facts=engine.get("max_facts", DEFAULT_MAX_FACTS),
-        )  # fmt: skip
-
-    edits.__name__ = f"edit_ft{window}_batch"
-    return edits
-
-
-#: The per-fact method registry: ``fn(model, tok, request, layer, hparams, stats,
-#: context_templates) -> (Snapshot, info)``.
-METHODS: dict[str, Callable] = {
-    "rome": _lazy(*_METHOD_FUNCS["rome"]),
-    "memit": _lazy(*_METHOD_FUNCS["memit"]),
-    "ft-1": _ft(1),
-    "ft-5": _ft(5),
-}
-
-#: The batched engine: ``fn(model, tok, requests, layer, hparams, stats, context_templates,
-#: row_budget=..., max_facts=...)`` yields ``(Snapshot, info)`` per request with its edit
-#: applied; the caller restores it before asking for the next.
-BATCHED: dict[str, Callable] = {
-    "rome": _lazy("locedit.editing.rome", "edit_rome_batch"),
-    "memit": _lazy("locedit.editing.memit", "edit_memit_batch"),
-    "ft-1": _ft_batch(1),
-    "ft-5": _ft_batch(5),
-}
 
 #: Columns of ``edits.parquet`` in order (the analysis stage builds on exactly these names).
 EDIT_COLUMNS = [
@@ -106,12 +51,6 @@ EDIT_COLUMNS = [
     "neighborhood_success", "neighborhood_magnitude",
     "opt_seconds", "update_seconds", "eval_seconds", "edit_seconds", "edited_layers",
 ]  # fmt: skip
-
-
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(f"unknown editing method {method!r}; expected one of {sorted(METHODS)}")
-    return method
 
 
 def edit_one(
@@ -131,10 +70,11 @@ def edit_one(
     ``case`` must carry the pre-edit values of ``prepare_edit_inputs`` (``pre``,
     ``essence_texts``, ``essence_ppl_pre``). ``scoring``: see :func:`score_edit`.
     """
-    fn = METHODS[check_method(method)]
+    spec = get_method(method)
+    hp = spec.resolve(hparams)
     request = build_request(case, tok, d_model(model))
     t0 = time.perf_counter()
-    snapshot, info = fn(model, tok, request, layer, hparams, stats, list(context_templates or []))
+    snapshot, info = spec.function()(model, tok, request, layer, hp, stats, list(context_templates or []))
     return score_edit(model, tok, case, method, layer, snapshot, info, time.perf_counter() - t0, **scoring)
 
 
@@ -229,15 +169,18 @@ def run_edit_job(
         fingerprint: identity of everything the rows depend on (settings, code, inputs);
             checkpoints written under another fingerprint are discarded, never reused.
         progress: file object for the tqdm bar (the rule's log).
-        engine: ``{"row_budget": ..., "max_facts": ...}`` runs the batched engine
-            (:data:`BATCHED`); None runs the per-fact path (:data:`METHODS`).
+        hparams: ``editing.methods.<method>`` with its variant's overrides merged
+            (:func:`locedit.editing.hparams.merge_variant`), or the method's typed hyperparameters.
+        engine: ``{"row_budget": ..., "max_facts": ...}`` runs the method's batched engine;
+            None runs its per-fact path.
         stats, context_templates: ROME/MEMIT's covariance statistics and templates.
         **scoring: passed to :func:`score_edit` (aggregation, essence_cap, ...).
 
     Returns:
         One row per case, in case order.
     """
-    check_method(method)
+    spec = get_method(method)
+    hp = spec.resolve(hparams)
     total = n_layers(model)
     if not 0 <= int(layer) < total:
         raise ValueError(f"editing.layers: layer {layer} outside [0, {total}) for this model")
@@ -253,11 +196,12 @@ def run_edit_job(
     bar = tqdm(total=n_todo, desc=f"{method} L{layer}", file=progress, mininterval=5)
     for chunk in todo:
         requests = [build_request(cases[i], tok, d_model(model)) for i in chunk]
-        if engine is not None:
-            edits = BATCHED[method](model, tok, requests, int(layer), hparams, stats, templates, **engine)
+        if engine is not None and spec.batch is not None:
+            batch = spec.function(batched=True)
+            edits = batch(model, tok, requests, int(layer), hp, stats, templates, **engine)
         else:
-            fn = METHODS[method]
-            edits = (fn(model, tok, r, int(layer), hparams, stats, templates) for r in requests)
+            fn = spec.function()
+            edits = (fn(model, tok, r, int(layer), hp, stats, templates) for r in requests)
         t0 = time.perf_counter()
         for i, (snapshot, info) in zip(chunk, edits):
             # the engine's shared work lands on the edits it is handed out with

@@ -38,6 +38,7 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from locedit.adapters import module_for, n_layers, untuple
+from locedit.editing.hparams import ValueHparams
 from locedit.editing.compute_kv import (
     KL_PROMPT,
     ValueResult,
@@ -311,7 +312,7 @@ def optimize_values(
     layer: int,
     *,
     component: str,
-    hp: dict,
+    hp: ValueHparams,
     row_budget: int = DEFAULT_ROW_BUDGET,
     max_facts: int = DEFAULT_MAX_FACTS,
 ) -> list[ValueResult]:
@@ -334,9 +335,9 @@ def optimize_values(
 
 
 def _optimize(model, tok, requests, context_templates, layer, component, hp, row_budget, max_facts):
-    n_steps, lr = int(hp["v_num_grad_steps"]), float(hp["v_lr"])
-    early, kl_factor = hp.get("early_stop_loss"), float(hp["kl_factor"])
-    wd_factor, clamp = float(hp["v_weight_decay"]), float(hp["clamp_norm_factor"])
+    n_steps, lr = int(hp.v_num_grad_steps), float(hp.v_lr)
+    early, kl_factor = hp.early_stop_loss, float(hp.kl_factor)
+    wd_factor, clamp = float(hp.v_weight_decay), float(hp.clamp_norm_factor)
     rows_per_fact = len(context_templates) + 1
     pending = list(enumerate(requests))
     results: list[ValueResult | None] = [None] * len(requests)
@@ -348,7 +349,7 @@ def _optimize(model, tok, requests, context_templates, layer, component, hp, row
             or (len(active) < max_facts and (len(active) + 1) * rows_per_fact <= row_budget)
         ):
             i, req = pending.pop(0)
-            fact = _prefix_pass(model, tok, i, req, context_templates, layer, component, hp["fact_token"])
+            fact = _prefix_pass(model, tok, i, req, context_templates, layer, component, hp.fact_token)
             active.append(_start(fact, lr))
             batch = None
         if batch is None:

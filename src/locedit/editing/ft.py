@@ -24,6 +24,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from locedit.adapters import edit_weight, is_conv1d, module_for, n_layers, untuple
+from locedit.editing.hparams import FTHparams, resolve
 from locedit.editing.types import EditRequest, Snapshot, restore
 from locedit.hooks import forward_hooks
 from locedit.noise import row_noise_hook
@@ -44,29 +45,10 @@ from locedit.tracing.passes import (
 #: thread: 3.9x the per-fact path at 64, 3.3x at 16, 2.1x at 4). Same default as the schema.
 DEFAULT_MAX_FACTS = 64
 
-#: Defaults of the authors' code (GPT-J); ``config.yaml`` overrides them per variant.
-DEFAULTS = {
-    "window": 1,
-    "lr": 5e-4,
-    "weight_decay": 0.0,
-    "num_steps": 25,
-    "norm_constraint": 1e-4,
-    "stop_loss": 1e-2,
-    "num_noise_samples": 1,
-    "train_bias": True,
-}
 
-
-#: FT-5's layer window (one definition, locedit.layer_windows).
-window_layers = edit_window
-
-
-def _resolve(hparams: dict) -> dict:
-    """:data:`DEFAULTS` overlaid with ``hparams``; an unknown key is an error."""
-    unknown = set(hparams) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown FT hyperparameter(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **hparams}
+def _resolve(hparams: FTHparams | dict | None) -> FTHparams:
+    """The typed hyperparameters (a dict's missing keys take the authors' code defaults)."""
+    return resolve(FTHparams, hparams, "editing.methods.ft")
 
 
 def _trainable(model: torch.nn.Module, layers: list[int], train_bias: bool) -> list[torch.nn.Parameter]:
@@ -84,15 +66,16 @@ def apply_ft(
     tok: PreTrainedTokenizerBase,
     request: EditRequest,
     layer: int,
-    hparams: dict,
+    hparams: FTHparams | dict,
     stats=None,
     context_templates: list[str] | None = None,
 ) -> tuple[Snapshot, dict]:
     """Finetune the down-projections of the window around ``layer`` towards ``request``.
 
     Args:
-        layer: central layer (0-indexed); ``hparams['window']`` layers around it are trained.
-        hparams: keys of :data:`DEFAULTS` (``norm_constraint`` is ε).
+        layer: central layer (0-indexed); ``hparams.window`` layers around it are trained.
+        hparams: :class:`~locedit.editing.hparams.FTHparams` or its keys (``norm_constraint``
+            is ε); the registry fixes ``window`` by the method's name (FT-1, FT-5).
         stats, context_templates: unused (same signature as ROME/MEMIT).
 
     Returns:
@@ -101,16 +84,16 @@ def apply_ft(
         (the L∞ projections).
     """
     hp = _resolve(hparams)
-    layers = window_layers(layer, int(hp["window"]), n_layers(model))
-    params = _trainable(model, layers, bool(hp["train_bias"]))
+    layers = edit_window(layer, int(hp.window), n_layers(model))
+    params = _trainable(model, layers, bool(hp.train_bias))
     snapshot = Snapshot()
     for p in params:
         snapshot.save(model, p)
     originals = [snapshot.weights[k] for k in snapshot.weights]  # same order as params
-    eps = float(hp["norm_constraint"])
+    eps = float(hp.norm_constraint)
 
     device = next(model.parameters()).device
-    n_rep = int(hp["num_noise_samples"]) if request.noise is not None else 1
+    n_rep = int(hp.num_noise_samples) if request.noise is not None else 1
     text = request.prompt.format(request.subject)
     batch = make_batch(tok, [text] * n_rep, [request.target] * n_rep, device)
     hooks = []
@@ -125,13 +108,13 @@ def apply_ft(
     mixed = any(p.dtype != torch.float32 for p in params)
     masters = [p.detach().float().clone() for p in params] if mixed else params
     centers = [w0.float() for w0 in originals] if mixed else originals
-    opt = torch.optim.Adam(masters, lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
+    opt = torch.optim.Adam(masters, lr=float(hp.lr), weight_decay=float(hp.weight_decay))
     t_opt = t_upd = 0.0
     loss_val, steps = float("nan"), 0
     for p in params:
         p.requires_grad_(True)
     try:
-        for _ in range(int(hp["num_steps"])):
+        for _ in range(int(hp.num_steps)):
             t0 = time.perf_counter()
             if request.noise is not None:
                 noises = [request.noise] + [
@@ -143,7 +126,7 @@ def apply_ft(
             logp = gather_target_logprobs(logits, batch)  # [n_rep]
             loss = torch.exp(logp).mean() if request.minimize else -logp.mean()
             loss_val = float(loss.detach())
-            if loss_val < float(hp["stop_loss"]):
+            if loss_val < float(hp.stop_loss):
                 t_opt += time.perf_counter() - t0
                 break
             opt.zero_grad(set_to_none=True)
@@ -186,7 +169,7 @@ def apply_ft(
 # --------------------------------------------------------------------------------------------
 
 
-def batchable(model: torch.nn.Module, hparams: dict) -> bool:
+def batchable(model: torch.nn.Module, hparams: FTHparams | dict) -> bool:
     """Whether :func:`edit_ft_batch` computes exactly what :func:`apply_ft` does.
 
     The engine trains each fact's *difference* D to the original weights. Adam's update does not
@@ -194,7 +177,7 @@ def batchable(model: torch.nn.Module, hparams: dict) -> bool:
     float32 as the per-fact path's in-place update does; otherwise the per-fact path runs.
     """
     hp = _resolve(hparams)
-    return float(hp["weight_decay"]) == 0.0 and next(model.parameters()).dtype == torch.float32
+    return float(hp.weight_decay) == 0.0 and next(model.parameters()).dtype == torch.float32
 
 
 @dataclass
@@ -333,13 +316,15 @@ def edit_ft_batch(
     tok: PreTrainedTokenizerBase,
     requests: Sequence[EditRequest],
     layer: int,
-    hparams: dict,
+    hparams: FTHparams | dict,
     stats=None,
     context_templates=None,
     *,
     max_facts: int = DEFAULT_MAX_FACTS,
+    row_budget: int | None = None,
 ) -> Iterator[tuple[Snapshot, dict]]:
-    """FT edits of ``requests`` one at a time, finetuned together (``max_facts`` per pass).
+    """FT edits of ``requests`` one at a time, finetuned together (``max_facts`` per pass;
+    ``row_budget``, the ROME/MEMIT engine's knob, does not apply: one row per noised copy).
 
     Each fact trains its own differences to the original weights of the window (one Adam per
     fact, so the joint step equals :func:`apply_ft`'s), from the cached input of the lowest
@@ -353,9 +338,9 @@ def edit_ft_batch(
         for r in requests:
             yield apply_ft(model, tok, r, layer, hparams)
         return
-    layers = window_layers(layer, int(hp["window"]), n_layers(model))
-    params = _trainable(model, layers, bool(hp["train_bias"]))
-    low, eps, n_steps = layers[0], float(hp["norm_constraint"]), int(hp["num_steps"])
+    layers = edit_window(layer, int(hp.window), n_layers(model))
+    params = _trainable(model, layers, bool(hp.train_bias))
+    low, eps, n_steps = layers[0], float(hp.norm_constraint), int(hp.num_steps)
     device = params[0].device
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     conv = is_conv1d(model)
@@ -371,10 +356,10 @@ def edit_ft_batch(
         joined = []
         while pending and len(active) < max_facts:
             i, req = pending.pop(0)
-            n_rep = int(hp["num_noise_samples"]) if req.noise is not None else 1
+            n_rep = int(hp.num_noise_samples) if req.noise is not None else 1
             f = _ft_fact(i, req, tok, n_rep)
             f.deltas = [torch.zeros(sh, device=device, requires_grad=True) for sh in shapes]
-            f.opt = torch.optim.Adam(f.deltas, lr=float(hp["lr"]))
+            f.opt = torch.optim.Adam(f.deltas, lr=float(hp.lr))
             active.append(f)
             joined.append(f)
             layout = None
@@ -393,7 +378,7 @@ def edit_ft_batch(
         with fused_activations(model):  # not across the yields below: evaluation is unmodified
             loss = _ft_step_loss(model, active, layers, params, low, block_ins, layout)
             values = loss.detach().tolist()
-            going = [k for k, f in enumerate(active) if values[k] >= float(hp["stop_loss"])]
+            going = [k for k, f in enumerate(active) if values[k] >= float(hp.stop_loss)]
             if going:
                 loss[going].sum().backward()
         still = []

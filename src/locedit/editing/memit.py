@@ -31,27 +31,10 @@ from locedit.editing.compute_kv import (
 )
 from locedit.editing.covariance import CovarianceStore
 from locedit.editing.engine import DEFAULT_MAX_FACTS, DEFAULT_ROW_BUDGET, optimize_values
-from locedit.editing.rome import add_update, resolve_hparams
-from locedit.editing.types import EditRequest, Snapshot
+from locedit.editing.hparams import MEMITHparams, resolve
+from locedit.editing.types import EditRequest, Snapshot, add_update
 from locedit.layer_windows import edit_window
 
-#: ``editing.methods.memit`` keys and defaults (authors' GPT-J code values, paper-spec §6.2).
-MEMIT_DEFAULTS: dict = {
-    "window": 5,  # layers edited, centred on the edit layer (the paper: 5)
-    "v_num_grad_steps": 25,  # forward passes of the z optimisation (GPT2-XL: 20)
-    "v_lr": 0.5,
-    "v_weight_decay": 0.5,
-    "kl_factor": 0.0625,  # paper EI: 0.9
-    "clamp_norm_factor": 0.75,  # ‖delta‖ ≤ factor · ‖h_L‖ (residual norm)
-    "early_stop_loss": 0.05,  # null: never
-    "mom2_update_weight": 15000.0,  # λ multiplying C (GPT2-XL: 20000)
-    "fact_token": "subject_last",
-    "key_average": "grouped",  # MEMIT compute_ks: bare and prefixed prompts weigh 1/2 each
-}
-
-
-#: MEMIT's layer window (one definition, locedit.layer_windows).
-layer_window = edit_window
 
 
 def apply_memit(
@@ -59,15 +42,15 @@ def apply_memit(
     tok: PreTrainedTokenizerBase,
     request: EditRequest,
     layer: int,
-    hparams: dict | None,
+    hparams: MEMITHparams | dict | None,
     stats: CovarianceStore,
     context_templates: Sequence[str],
 ) -> tuple[Snapshot, dict]:
     """Edit ``model`` in place with MEMIT over the window centred on ``layer``.
 
     Args:
-        hparams: ``editing.methods.memit`` (merged with the variant's overrides); missing keys
-            take :data:`MEMIT_DEFAULTS`.
+        hparams: ``editing.methods.memit`` (merged with the variant's overrides) or its typed
+            form; missing keys take the :class:`~locedit.editing.hparams.MEMITHparams` defaults.
         stats: C for every layer of the window.
         context_templates: the ``memit`` list of ``context_templates.json``; first ``"{}"``.
 
@@ -75,8 +58,8 @@ def apply_memit(
         ``(snapshot, diagnostics)`` as :func:`locedit.editing.rome.apply_rome`, plus
         ``edited_layers`` (comma-separated) and ``z_layer``.
     """
-    hp = resolve_hparams(hparams, MEMIT_DEFAULTS, "memit")
-    layers = layer_window(layer, int(hp["window"]), n_layers(model))
+    hp = resolve(MEMITHparams, hparams, "editing.methods.memit")
+    layers = edit_window(layer, int(hp.window), n_layers(model))
     t0 = time.perf_counter()
     z = optimize_value(model, tok, request, context_templates, layers[-1], component="block", hp=hp)
     return _spread(model, tok, request, layers, z, hp, stats, context_templates, time.perf_counter() - t0)
@@ -87,7 +70,7 @@ def edit_memit_batch(
     tok: PreTrainedTokenizerBase,
     requests: Sequence[EditRequest],
     layer: int,
-    hparams: dict | None,
+    hparams: MEMITHparams | dict | None,
     stats: CovarianceStore,
     context_templates: Sequence[str],
     *,
@@ -99,8 +82,8 @@ def edit_memit_batch(
     Yields ``(snapshot, diagnostics)`` with the edit applied; the caller restores the snapshot
     before asking for the next one. ``opt_seconds`` includes each fact's share of the batch.
     """
-    hp = resolve_hparams(hparams, MEMIT_DEFAULTS, "memit")
-    layers = layer_window(layer, int(hp["window"]), n_layers(model))
+    hp = resolve(MEMITHparams, hparams, "editing.methods.memit")
+    layers = edit_window(layer, int(hp.window), n_layers(model))
     t0 = time.perf_counter()
     zs = optimize_values(
         model, tok, requests, context_templates, layers[-1], component="block", hp=hp,
@@ -118,7 +101,7 @@ def _spread(model, tok, request, layers, z, hp, stats, context_templates, t_opt,
     prompt is the first context template ``"{}"``), instead of the authors' two full passes.
     """
     z_layer = layers[-1]
-    fact_token = hp["fact_token"]
+    fact_token = hp.fact_token
     snapshot = Snapshot()
     templates = [fill_template(c, request.prompt) for c in context_templates]
     t_upd = 0.0
@@ -135,10 +118,10 @@ def _spread(model, tok, request, layers, z, hp, stats, context_templates, t_opt,
             _, h = module_io_at_lookup(
                 model, tok, request, [request.prompt], z_layer, component="block", fact_token=fact_token
             )
-        k = average_keys(keys, context_templates, hp["key_average"])  # [d_mlp]
+        k = average_keys(keys, context_templates, hp.key_average)  # [d_mlp]
         resid = (z.target - h[0]) / (len(layers) - i)  # [d_model]
         t2 = time.perf_counter()
-        adj_k = stats.memit_solve(l, float(hp["mom2_update_weight"]), k[:, None])[:, 0]
+        adj_k = stats.memit_solve(l, float(hp.mom2_update_weight), k[:, None])[:, 0]
         delta = torch.outer(resid, adj_k.to(resid.device))  # [d_model, d_mlp]
         add_update(model, l, delta, snapshot)
         update_sq += float(delta.norm()) ** 2

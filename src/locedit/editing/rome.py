@@ -11,7 +11,7 @@ W_proj at layer l is read as a linear associative memory k → v. The edit inser
    (``rome/compute_u.py``, ``compute_v.py``); Eq. 2 of the paper uses k* in both places. Hence
    Ŵ k_p = v* exactly (tested), and the update has rank one.
 
-Hyperparameter defaults are the authors' GPT-J/GPT2-XL code values (paper-spec §6.1, §6.5).
+Hyperparameters: :class:`locedit.editing.hparams.ROMEHparams` (the authors' GPT-J code values).
 """
 
 from __future__ import annotations
@@ -24,58 +24,14 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from locedit.adapters import edit_weight, is_conv1d
-from locedit.editing.compute_kv import FACT_TOKENS, average_keys, fill_template, module_io_at_lookup, optimize_value
+from locedit.editing.compute_kv import average_keys, fill_template, module_io_at_lookup, optimize_value
 from locedit.editing.covariance import CovarianceStore
 from locedit.editing.engine import DEFAULT_MAX_FACTS, DEFAULT_ROW_BUDGET, optimize_values
-from locedit.editing.types import EditRequest, Snapshot
+from locedit.editing.hparams import ROMEHparams, resolve
+from locedit.editing.types import EditRequest, Snapshot, add_update
 
 logger = logging.getLogger(__name__)
 
-#: ``editing.methods.rome`` keys and defaults (authors' code, paper-spec §6.1).
-ROME_DEFAULTS: dict = {
-    "v_num_grad_steps": 20,  # forward passes of the v* optimisation (FF: 25 in the paper)
-    "v_lr": 0.5,  # Adam learning rate of delta
-    "v_weight_decay": 0.5,  # weight · ‖delta‖ / ‖v_init‖²
-    "kl_factor": 0.0625,  # weight of the essence KL term (paper EI: 1)
-    "clamp_norm_factor": 4.0,  # ‖delta‖ ≤ factor · ‖v_init‖
-    "early_stop_loss": 0.05,  # stop when loss < this (ROME upstream); null: never (BL)
-    "mom2_adjustment": True,  # u = C⁻¹k*; false: u = k* (EasyEdit's default, not the paper's)
-    "fact_token": "subject_last",  # lookup token: subject_last | last
-    "key_average": "flat",  # how keys average over templates: flat (ROME) | grouped (MEMIT)
-}
-
-#: Keys a config section may carry that are not hyperparameters (the driver's per-variant map).
-PASSTHROUGH_KEYS = ("per_variant",)
-
-
-def resolve_hparams(hparams: dict | None, defaults: dict, method: str) -> dict:
-    """Defaults overlaid with ``hparams``; an unknown key is an error naming the config path."""
-    hparams = dict(hparams or {})
-    for key in PASSTHROUGH_KEYS:
-        hparams.pop(key, None)
-    unknown = sorted(set(hparams) - set(defaults))
-    if unknown:
-        raise ValueError(
-            f"unknown editing.methods.{method} keys {unknown}; valid keys: {sorted(defaults)}"
-        )
-    hp = {**defaults, **hparams}
-    if hp["fact_token"] not in FACT_TOKENS:
-        raise ValueError(f"editing.methods.{method}.fact_token must be one of {FACT_TOKENS}")
-    if int(hp["v_num_grad_steps"]) < 1:
-        raise ValueError(f"editing.methods.{method}.v_num_grad_steps must be >= 1")
-    return hp
-
-
-@torch.no_grad()
-def add_update(model: nn.Module, layer: int, delta: torch.Tensor, snapshot: Snapshot) -> None:
-    """W[layer] += delta (``[d_model, d_mlp]``, Linear orientation), saving W first."""
-    w = edit_weight(model, layer)
-    snapshot.save(model, w)
-    upd = delta.T if is_conv1d(model) else delta
-    if upd.shape != w.shape:
-        raise ValueError(f"update of shape {tuple(upd.shape)} does not fit weight {tuple(w.shape)}")
-    w.add_(upd.to(w.device, w.dtype))
 
 
 def rome_update(
@@ -83,7 +39,7 @@ def rome_update(
     tok: PreTrainedTokenizerBase,
     request: EditRequest,
     layer: int,
-    hp: dict,
+    hp: ROMEHparams,
     stats: CovarianceStore | None,
     context_templates: Sequence[str],
 ) -> tuple[dict[str, torch.Tensor], dict]:
@@ -97,9 +53,9 @@ def rome_update(
     """
     t0 = time.perf_counter()
     templates = [fill_template(c, request.prompt) for c in context_templates]
-    keys, _ = module_io_at_lookup(model, tok, request, templates, layer, fact_token=hp["fact_token"])
+    keys, _ = module_io_at_lookup(model, tok, request, templates, layer, fact_token=hp.fact_token)
     value = optimize_value(model, tok, request, context_templates, layer, component="mlp_out", hp=hp)
-    k_p, out_p = module_io_at_lookup(model, tok, request, [request.prompt], layer, fact_token=hp["fact_token"])
+    k_p, out_p = module_io_at_lookup(model, tok, request, [request.prompt], layer, fact_token=hp.fact_token)
     return _solve(layer, hp, stats, context_templates, keys, value, k_p[0], out_p[0], time.perf_counter() - t0)
 
 
@@ -108,7 +64,7 @@ def rome_updates(
     tok: PreTrainedTokenizerBase,
     requests: Sequence[EditRequest],
     layer: int,
-    hp: dict,
+    hp: ROMEHparams,
     stats: CovarianceStore | None,
     context_templates: Sequence[str],
     *,
@@ -134,7 +90,7 @@ def rome_updates(
             k_p, out_p = value.lookup_in[0], value.lookup_out[0]
         else:
             k_ps, out_ps = module_io_at_lookup(
-                model, tok, request, [request.prompt], layer, fact_token=hp["fact_token"]
+                model, tok, request, [request.prompt], layer, fact_token=hp.fact_token
             )
             k_p, out_p = k_ps[0], out_ps[0]
         spent = share + time.perf_counter() - t1
@@ -144,9 +100,9 @@ def rome_updates(
 
 def _solve(layer, hp, stats, context_templates, keys, value, k_p, out_p, opt_seconds):
     """u = C⁻¹k*/‖C⁻¹k*‖ and right = (v* − W k_p) / (k_pᵀ u) from the optimised value."""
-    k_star = average_keys(keys, context_templates, hp["key_average"])  # [d_mlp]
+    k_star = average_keys(keys, context_templates, hp.key_average)  # [d_mlp]
     t1 = time.perf_counter()
-    if hp["mom2_adjustment"]:
+    if hp.mom2_adjustment:
         if stats is None:
             raise ValueError("ROME with mom2_adjustment needs covariance statistics")
         u = stats.inv_times(layer, k_star).to(k_star.device)
@@ -190,7 +146,7 @@ def edit_rome_batch(
     tok: PreTrainedTokenizerBase,
     requests: Sequence[EditRequest],
     layer: int,
-    hparams: dict | None,
+    hparams: ROMEHparams | dict | None,
     stats: CovarianceStore | None,
     context_templates: Sequence[str],
     *,
@@ -202,7 +158,7 @@ def edit_rome_batch(
     Yields ``(snapshot, diagnostics)`` with the edit applied; the caller restores the snapshot
     before asking for the next one (every update is computed on the unedited model).
     """
-    hp = resolve_hparams(hparams, ROME_DEFAULTS, "rome")
+    hp = resolve(ROMEHparams, hparams, "editing.methods.rome")
     for vectors, diag in rome_updates(
         model, tok, requests, layer, hp, stats, context_templates,
         row_budget=row_budget, max_facts=max_facts,
@@ -215,7 +171,7 @@ def apply_rome(
     tok: PreTrainedTokenizerBase,
     request: EditRequest,
     layer: int,
-    hparams: dict | None,
+    hparams: ROMEHparams | dict | None,
     stats: CovarianceStore | None,
     context_templates: Sequence[str],
 ) -> tuple[Snapshot, dict]:
@@ -223,8 +179,8 @@ def apply_rome(
 
     Args:
         request: the edit (target, erasure via ``minimize``, fact forcing via ``noise``).
-        hparams: ``editing.methods.rome`` (merged with the variant's overrides); missing keys take
-            :data:`ROME_DEFAULTS`.
+        hparams: ``editing.methods.rome`` (merged with the variant's overrides) or its typed
+            form; missing keys take the :class:`~locedit.editing.hparams.ROMEHparams` defaults.
         stats: C per layer (needed unless ``mom2_adjustment`` is false).
         context_templates: the ``rome`` list of ``context_templates.json``; first ``"{}"``.
 
@@ -237,6 +193,6 @@ def apply_rome(
         step), ``p_target_prompt`` (the bare prompt's target probability at the last step),
         ``n_forward``, ``delta_norm``, ``init_norm``, ``update_norm`` (Frobenius).
     """
-    hp = resolve_hparams(hparams, ROME_DEFAULTS, "rome")
+    hp = resolve(ROMEHparams, hparams, "editing.methods.rome")
     vectors, diag = rome_update(model, tok, request, layer, hp, stats, context_templates)
     return _write(model, layer, vectors, diag)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from locedit.adapters import edit_weight, is_conv1d
+
 
 @dataclass(frozen=True)
 class EditRequest:
@@ -63,3 +65,14 @@ def restore(model: nn.Module, snapshot: Snapshot) -> None:
     params = dict(model.named_parameters())
     for name, value in snapshot.weights.items():
         params[name].copy_(value)
+
+
+@torch.no_grad()
+def add_update(model: nn.Module, layer: int, delta: torch.Tensor, snapshot: Snapshot) -> None:
+    """W[layer] += delta (``[d_model, d_mlp]``, Linear orientation), saving W first."""
+    w = edit_weight(model, layer)
+    snapshot.save(model, w)
+    upd = delta.T if is_conv1d(model) else delta
+    if upd.shape != w.shape:
+        raise ValueError(f"update of shape {tuple(upd.shape)} does not fit weight {tuple(w.shape)}")
+    w.add_(upd.to(w.device, w.dtype))

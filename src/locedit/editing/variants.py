@@ -22,21 +22,18 @@ metrics compare two real objects (README, "Editing choices").
 
 from __future__ import annotations
 
-
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from locedit.registry.variants import VARIANTS
 from locedit.editing.types import EditRequest
 from locedit.noise import subject_noise
+from locedit.registry.variants import ERROR_INJECTION, FACT_ERASURE, FACT_FORCING, TRACING_REVERSAL
 from locedit.seeds import derived_seed
 
-VARIANTS = (
-    "error_injection",
-    "tracing_reversal",
-    "fact_erasure",
-    "fact_amplification",
-    "fact_forcing",
-)
+#: The editing problems' names, in the paper's order (:data:`locedit.registry.variants.VARIANTS`).
+VARIANTS = tuple(VARIANTS)
+EI, TR, FE, FF = (v.name for v in (ERROR_INJECTION, TRACING_REVERSAL, FACT_ERASURE, FACT_FORCING))
 
 #: Extra noise rows beyond the subject's bare token count: a subject inside another context can
 #: tokenise into a few more pieces (e.g. without its leading space at the start of a text).
@@ -69,9 +66,9 @@ def eligibility(
     check_variant(variant)
     if only_correct and not bool(fact["is_correct"]):
         return "not is_correct"
-    if variant == "fact_erasure" and erasure_only_eligible and not bool(fact["erasure_eligible"]):
+    if variant == FE and erasure_only_eligible and not bool(fact["erasure_eligible"]):
         return "not erasure_eligible"
-    if variant == "tracing_reversal":
+    if variant == TR:
         if not isinstance(o_noise, str) or not o_noise.strip():  # None, NaN from parquet, ""
             return "no o_noise"
         if o_noise.strip().lower() == str(fact["target_true"]).strip().lower():
@@ -102,9 +99,9 @@ def build_case(
     rw = record["requested_rewrite"]
     cid = int(record["case_id"])
     o_true, o_false = rw["target_true"]["str"].strip(), rw["target_new"]["str"].strip()
-    if variant == "error_injection":
+    if variant == EI:
         target = o_false
-    elif variant == "tracing_reversal":
+    elif variant == TR:
         if not isinstance(o_noise, str) or not o_noise.strip():
             raise ValueError(f"case_id {cid}: tracing_reversal needs an o_noise")
         target = str(o_noise).strip()
@@ -115,7 +112,7 @@ def build_case(
         raise ValueError(
             f"editing.neighborhood_target must be 'variant' or 'o_false', got {neighborhood_target!r}"
         )
-    forcing = variant == "fact_forcing"
+    forcing = variant == FF
     if forcing and (noise_std is None or noise_std <= 0):
         raise ValueError(f"case_id {cid}: fact_forcing needs a positive noise_std")
     return {
@@ -128,10 +125,10 @@ def build_case(
         "target": target,
         "contrast": contrast,
         "neighborhood_target": target if neighborhood_target == "variant" else o_false,
-        "minimize": variant == "fact_erasure",
+        "minimize": variant == FE,
         "noised": forcing,
         "noise_std": float(noise_std) if forcing else None,
-        "noise_seed": derived_seed(seed, cid, "fact_forcing") if forcing else None,
+        "noise_seed": derived_seed(seed, cid, FF) if forcing else None,
         "paraphrase_prompts": list(record.get("paraphrase_prompts", [])),
         "neighborhood_prompts": list(record.get("neighborhood_prompts", [])),
     }

@@ -46,14 +46,11 @@ from locedit.adapters import module_for, n_layers, untuple
 from locedit.hooks import forward_hooks
 from locedit.kernels import mlp_only_where
 from locedit.layer_windows import window_bounds
+from locedit.registry.kinds import TRACE_KINDS
 from locedit.tracing.passes import PassCache, SuffixArgs, expand_args
 
-#: Tracing kind -> the adapter component whose output is restored.
-KIND_COMPONENT = {"hidden": "block", "mlp": "mlp", "attn": "attn"}
-
-
-#: The tracing windows' rule (one definition, locedit.layer_windows).
-window_layers = window_bounds
+#: Restoration kinds → the adapter component restored (locedit.registry.kinds).
+KIND_COMPONENT = {k.name: k.component for k in TRACE_KINDS.values() if k.component is not None}
 
 
 def _retuple(output, hidden: torch.Tensor):

@@ -15,8 +15,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-KIND_TITLES = {"mlp": "MLP", "attn": "Attention", "hidden": "Hidden state"}
-KIND_CMAPS = {"mlp": "Greens", "attn": "Reds", "hidden": "Purples"}
+from locedit.registry.kinds import TRACE_KINDS
+
+KIND_TITLES = {k.name: k.label for k in TRACE_KINDS.values()}
+KIND_CMAPS = {k.name: k.cmap for k in TRACE_KINDS.values()}
 
 
 

@@ -40,7 +40,8 @@ from locedit.hooks import forward_hooks
 from locedit.kernels import fused_activations
 from locedit.data.records import subject_token_range
 from locedit.scoring import encode_prompt_target
-from locedit.tracing.batching import KIND_COMPONENT, Patch, replay_patches, window_layers
+from locedit.layer_windows import window_bounds
+from locedit.tracing.batching import KIND_COMPONENT, Patch, replay_patches
 from locedit.tracing.passes import SuffixArgs, SuffixArgsCache, cached_forward
 from locedit.seeds import fact_seed  # noqa: F401  (re-exported: the tracing API)
 from locedit.noise import (  # noqa: F401  (re-exported: the tracing API)
@@ -203,7 +204,7 @@ class FactTracer:
         cells = [(t, c) for t in range(self.subject_range[0], P) for c in range(L)]
         patches = []
         for t, c in cells:
-            a, b = window_layers(c, window, L)
+            a, b = window_bounds(c, window, L)
             init = self._first_layer_state(kind, t, a)
             if init is None:
                 patches.append(Patch(a, b, positions=(t,), offset=t))
@@ -260,7 +261,7 @@ class FactTracer:
         L = self.n_layers
         subject = tuple(range(*self.subject_range))
         patches = [
-            Patch(*window_layers(c, window, L), positions=subject, offset=subject[0])
+            Patch(*window_bounds(c, window, L), positions=subject, offset=subject[0])
             for c in range(L)
         ]
         lps = self._replay(patches, self.clean, "mlp", None)

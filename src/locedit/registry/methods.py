@@ -1,0 +1,159 @@
+"""Editing methods: name, label, module and functions, typed hyperparameters, window rule.
+
+A method's module is imported only by the jobs that run it; its path is written here, so the
+workflow's code-hash walker follows it statically (``workflow/rules/editing_functions.smk``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from locedit.editing.hparams import FTHparams, Hparams, MEMITHparams, ROMEHparams, merge_variant, resolve
+from locedit.layer_windows import edit_window
+
+
+@dataclass(frozen=True)
+class Method:
+    """One editing method.
+
+    ``apply(model, tok, request, layer, hparams, stats, context_templates) -> (Snapshot, info)``
+    edits one fact (the per-fact path, the authors' algorithm); ``batch(model, tok, requests,
+    layer, hparams, stats, context_templates, **engine)`` yields ``(Snapshot, info)`` per request
+    with its edit applied (the batched engine); None runs ``apply`` per fact.
+    """
+
+    name: str  #: config, path and table name
+    label: str  #: figure and table label
+    paper_code: str  #: its code in the paper's tables (reference numbers)
+    module: str  #: the module holding its functions (and, transitively, all its own code)
+    apply: str  #: per-fact function name in ``module``
+    batch: str | None  #: batched-engine function name in ``module`` (None: per fact)
+    hparams: type[Hparams]  #: its frozen hyperparameter class
+    needs_stats: bool = False  #: reads covariance statistics and context templates
+    templates: str | None = None  #: which context-template list it reads (``context_templates.json``)
+    fixed: Mapping = field(default_factory=dict)  #: hyperparameters its name fixes (FT-5: window 5)
+
+    def resolve(self, hparams: Mapping | Hparams | None) -> Hparams:
+        """A config section (``per_variant`` merged) as this method's checked hyperparameters."""
+        return resolve(self.hparams, hparams, f"editing.methods.{self.name}", self.fixed)
+
+    def window(self, hparams: Mapping | Hparams | None) -> int:
+        """Layers an edit rewrites: the name's fixed window, else the ``window`` key, else 1."""
+        hp = self.resolve(hparams)
+        return int(getattr(hp, "window", 1))
+
+    def edited_layers(self, centre: int, hparams: Mapping | Hparams | None, n_layers: int) -> list[int]:
+        """The layers an edit centred on ``centre`` rewrites (the one window rule)."""
+        return edit_window(centre, self.window(hparams), n_layers)
+
+    def function(self, batched: bool = False) -> Callable:
+        """The apply (or batched) function, importing its module now."""
+        name = self.batch if batched else self.apply
+        if name is None:
+            raise ValueError(f"method {self.name!r} has no batched engine")
+        return getattr(importlib.import_module(self.module), name)
+
+
+_METHODS: dict[str, Method] = {}
+#: Every registered editing method by name (read-only view; add with :func:`register_method`).
+METHODS: Mapping[str, Method] = MappingProxyType(_METHODS)
+
+
+def register_method(method: Method) -> Method:
+    """Add ``method`` to :data:`METHODS` (a name may be registered once)."""
+    if method.name in _METHODS:
+        raise ValueError(f"editing method {method.name!r} is already registered")
+    _METHODS[method.name] = method
+    return method
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method registered by a test or a plugin."""
+    _METHODS.pop(name, None)
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``; an unknown name is an error listing the known ones."""
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown editing method {name!r}; expected one of {sorted(_METHODS)}") from None
+
+
+# Registered in the paper's table order (tables and figures list methods in this order).
+FT1 = register_method(Method(
+    "ft-1", "FT-1", "FT1", "locedit.editing.ft", "apply_ft", "edit_ft_batch",
+    FTHparams, fixed=MappingProxyType({"window": 1}),
+))  # fmt: skip
+FT5 = register_method(Method(
+    "ft-5", "FT-5", "FT5", "locedit.editing.ft", "apply_ft", "edit_ft_batch",
+    FTHparams, fixed=MappingProxyType({"window": 5}),
+))  # fmt: skip
+ROME = register_method(Method(
+    "rome", "ROME", "ROME", "locedit.editing.rome", "apply_rome", "edit_rome_batch",
+    ROMEHparams, needs_stats=True, templates="rome",
+))  # fmt: skip
+MEMIT = register_method(Method(
+    "memit", "MEMIT", "MEMIT", "locedit.editing.memit", "apply_memit", "edit_memit_batch",
+    MEMITHparams, needs_stats=True, templates="memit",
+))  # fmt: skip
+
+
+def config_problems(editing: Mapping, n_layers: int | None = None) -> list[str]:
+    """The ``editing`` config section against the registry, one line per problem naming its key:
+    run methods not registered, method sections of no registered method, hyperparameters that
+    do not resolve (per run variant), and, given the model's depth, ROME/MEMIT windows whose
+    statistics ``editing.stats.layers`` leaves out. Run when the workflow is planned."""
+    problems = []
+    unregistered = [m for m in editing["run_methods"] if m not in METHODS]
+    if unregistered:
+        problems.append(f"editing.run_methods: {unregistered} are not registered methods "
+                        f"(locedit.registry: {list(METHODS)})")
+    problems += _hparam_problems(editing)
+    if n_layers is not None and editing["stats"]["layers"] != "all":
+        problems += _stats_coverage(editing, n_layers)
+    return problems
+
+
+def _hparam_problems(ed: Mapping) -> list[str]:
+    """Each run method's section, with each run variant's overrides, as its typed hyperparameters
+    (unknown keys, keys its name fixes, values out of range), one line per problem."""
+    problems = [
+        f"editing.methods.{name}: not a registered method (locedit.registry: {list(METHODS)})"
+        for name in ed["methods"]
+        if name not in METHODS
+    ]  # the schema leaves method sections open to registered methods; this closes them
+    for name in ed["run_methods"]:
+        if name not in METHODS or name not in ed["methods"]:
+            continue  # reported above
+        for variant in ed["variants"]:
+            try:
+                get_method(name).resolve(merge_variant(ed["methods"][name], variant))
+            except (TypeError, ValueError) as err:
+                problems.append(f"{err} (variant {variant})")
+    return sorted(set(problems))
+
+
+def _stats_coverage(ed: Mapping, n_layers: int) -> list[str]:
+    """Edit layers of methods with statistics (ROME/MEMIT) that ``editing.stats.layers`` leaves out."""
+    have = set(ed["stats"]["layers"])
+    need: set[int] = set()
+    for name in ed["run_methods"]:
+        spec = METHODS.get(name)
+        if spec is None or not spec.needs_stats:
+            continue
+        for variant in ed["variants"]:
+            try:
+                hp = spec.resolve(merge_variant(ed["methods"].get(name), variant))
+            except (TypeError, ValueError):
+                continue  # reported by _hparam_problems
+            for layer in ed["layers"]:
+                if 0 <= layer < n_layers:
+                    need |= set(spec.edited_layers(layer, hp, n_layers))
+    missing = sorted(need - have)
+    if not missing:
+        return []
+    return [f"editing.stats.layers: ROME/MEMIT edits need the statistics of layer(s) {missing}"]

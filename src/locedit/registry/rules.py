@@ -1,0 +1,16 @@
+"""Workflow rules by what their jobs need."""
+
+from __future__ import annotations
+
+#: The rules whose jobs load the model for the study: each holds model.gpus_per_job of the
+#: resource `gpu` (workflow/rules/common.smk); profiles/slurm gives exactly these a GPU (tested).
+MODEL_RULES = (
+    "filter_known_facts",
+    "estimate_noise_level",
+    "trace_facts",
+    "generate_context_templates",
+    "compute_layer_stats",
+    "sample_essence_texts",
+    "prepare_edit_inputs",
+    "edit_facts",
+)
