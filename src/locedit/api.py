@@ -119,8 +119,9 @@ def edit(
     stats_corpus: str | os.PathLike | None = None, noise_std: float | None = None, seed: int = 0,
     case_id: int = 0,
 ) -> dict:
-    """Edit one fact with ``method`` (:data:`locedit.registry.methods.METHODS`) at ``layer`` (0-indexed) under the
-    editing problem ``variant``, evaluate it, restore the weights; the workflow's metrics row.
+    """Edit one fact with ``method`` (a name of :data:`locedit.registry.methods.METHODS`) at
+    ``layer`` (0-indexed) under the editing problem ``variant``, evaluate it, restore the
+    weights; the workflow's metrics row.
 
     ``hparams`` override the method's defaults (the authors' values; :func:`config_hparams`
     reads a workflow config's). ``noise_std``: fact forcing's σ (default: ROME's rule on this

@@ -114,12 +114,13 @@ def test_trace_curves_and_known_tracing_filter(tables):
 
 
 def test_a_run_whose_tracing_all_failed_still_yields_tables(tables):
+    from locedit.analysis.robust import RobustSettings
     from locedit.analysis.study import run_study
 
     facts, tracing, edits = tables
     tracing = tracing.assign(status="no_noise_effect")
     df = build_edit_vs_trace(edits, tracing, facts, window=5)
     assert df["trace_effect"].isna().all() and not df["concentrated"].any()
-    frames = run_study(df, 5, ["rewrite"], ["rewrite"], 10, 5, 5, 0, 0.95)
+    frames = run_study(df, 5, ["rewrite"], ["rewrite"], 10, RobustSettings(replicates=5, permutations=5))
     assert set(frames["main"]["status"]) == {"too_few_rows"}
     assert frames["concentrated"].empty

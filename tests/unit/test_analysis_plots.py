@@ -9,6 +9,7 @@ from locedit.analysis import plots
 from locedit.figures import save_figure
 from locedit.analysis.join import build_edit_vs_trace, known_tracing
 from locedit.analysis.regression import layer_correlations
+from locedit.analysis.robust import RobustSettings
 from locedit.analysis.study import CORR_FEATURES, run_study
 from tests.analysis_synth import make_tables
 
@@ -19,7 +20,7 @@ def data():
         n_cases=10, n_model_layers=4, edit_layers=(0, 1, 3), windows=(1, 5), seed=1
     )
     df = build_edit_vs_trace(edits, tracing, facts, window=5)
-    frames = run_study(df, 5, ["rewrite", "overall"], ["rewrite"], 5, 0, 0, 0, 0.95)
+    frames = run_study(df, 5, ["rewrite", "overall"], ["rewrite"], 5, RobustSettings(replicates=0, permutations=0))
     return df, frames, known_tracing(tracing, facts)
 
 
@@ -112,7 +113,7 @@ def test_a_run_with_no_known_facts_still_draws_and_tabulates(tmp_path):
     facts = facts.assign(is_correct=False)
     df = build_edit_vs_trace(edits, tracing, facts, window=5)
     assert df.empty
-    frames = run_study(df, 5, ["rewrite", "overall"], ["rewrite"], 5, 5, 5, 0, 0.95)
+    frames = run_study(df, 5, ["rewrite", "overall"], ["rewrite"], 5, RobustSettings(replicates=5, permutations=5))
     layer = plots.resolve_default_layer(df["layer"], None)
     assert layer is None
     meta = dict(model_name="t", model_source="t", dataset_name="d", dataset_format="counterfact")

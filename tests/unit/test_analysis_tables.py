@@ -9,6 +9,7 @@ import pytest
 
 from locedit.analysis import reference
 from locedit.analysis.join import build_edit_vs_trace
+from locedit.analysis.robust import RobustSettings
 from locedit.analysis.study import run_study
 from locedit.analysis.tables import TABLE_NAMES, build_tables, fmt_num, fmt_p, render
 from tests.analysis_synth import make_tables
@@ -84,10 +85,7 @@ def frames():
         ["rewrite", "paraphrase", "neighborhood", "essence", "overall"],
         ["rewrite", "overall"],
         10,
-        30,
-        30,
-        0,
-        0.95,
+        RobustSettings(replicates=30, permutations=30, seed=0, confidence=0.95),
     )
 
 

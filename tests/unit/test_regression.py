@@ -10,6 +10,7 @@ from scipy import stats
 from locedit.analysis.regression import cell_frame, design, fit_all, fit_cell, ols, pearson
 from locedit.analysis.robust import (
     ROBUST_COLUMNS,
+    RobustSettings,
     bootstrap_r2,
     cluster_wald,
     cv_r2_diff,
@@ -284,7 +285,7 @@ def test_permutation_null_mean_is_the_chance_gain_of_the_extra_parameters():
 
 
 def test_robust_cell_returns_every_column():
-    out = robust_cell(make_cell(n_cases=20, seed=12), 20, 20, [0])
+    out = robust_cell(make_cell(n_cases=20, seed=12), RobustSettings(replicates=20, permutations=20), [0])
     assert list(out) == ROBUST_COLUMNS and out.pop("wald_status") == "ok"
     assert all(np.isfinite(v) for v in out.values())
 

@@ -23,6 +23,8 @@ of each training fold.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -228,24 +230,29 @@ def permutation_r2_diff(d: pd.DataFrame, permutations: int, seed: int | list[int
     }
 
 
-def robust_cell(
-    d: pd.DataFrame,
-    replicates: int,
-    permutations: int,
-    seed: list[int],
-    confidence: float = 0.95,
-    cv_folds: int = 5,
-    cv_repeats: int = 10,
-    wild_reps: int = 999,
-) -> dict:
-    """All of the above for one fitted (status ok) cell; ``seed`` is a list of ints."""
-    out = dict(cluster_wald(d, wild_reps, [*seed, 3]))
-    if cv_repeats > 0:
-        out.update(cv_r2_diff(d, cv_folds, cv_repeats, [*seed, 2], confidence))
-    if replicates > 0:
-        out.update(bootstrap_r2(d, replicates, [*seed, 0], confidence))
-    if permutations > 0:
-        out.update(permutation_r2_diff(d, permutations, [*seed, 1]))
+@dataclass(frozen=True)
+class RobustSettings:
+    """The ``analysis`` settings of the inference beyond the paper (config keys in brackets)."""
+
+    replicates: int = 200  #: bootstrap replicates of the R² CIs (bootstrap_replicates)
+    permutations: int = 200  #: permutations of the chance Diff (permutations)
+    seed: int = 0  #: master seed of every cell's draws (analysis.seed, else seed)
+    confidence: float = 0.95  #: level of every interval (confidence)
+    cv_folds: int = 5  #: fact-level folds of the out-of-sample Diff (cv_folds)
+    cv_repeats: int = 10  #: repeats of the fold split; 0: none (cv_repeats)
+    wild_reps: int = 999  #: wild cluster bootstrap replicates (wild_bootstrap_reps)
+
+
+def robust_cell(d: pd.DataFrame, settings: RobustSettings, seed: list[int]) -> dict:
+    """All of the above for one fitted (status ok) cell; ``seed``: the cell's list of ints."""
+    s = settings
+    out = dict(cluster_wald(d, s.wild_reps, [*seed, 3]))
+    if s.cv_repeats > 0:
+        out.update(cv_r2_diff(d, s.cv_folds, s.cv_repeats, [*seed, 2], s.confidence))
+    if s.replicates > 0:
+        out.update(bootstrap_r2(d, s.replicates, [*seed, 0], s.confidence))
+    if s.permutations > 0:
+        out.update(permutation_r2_diff(d, s.permutations, [*seed, 1]))
     return {k: out.get(k, np.nan) for k in ROBUST_COLUMNS}
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from locedit.analysis import METRICS
 from locedit.analysis.regression import GROUP_KEYS, cell_frame, fit_all, layer_correlations
-from locedit.analysis.robust import ROBUST_COLUMNS, robust_cell
+from locedit.analysis.robust import ROBUST_COLUMNS, RobustSettings, robust_cell
 from locedit.seeds import cell_seed
 
 log = logging.getLogger(__name__)
@@ -47,17 +47,7 @@ def window_columns(df: pd.DataFrame) -> dict[int, str]:
     return dict(sorted(out.items()))
 
 
-def add_robust(
-    reg: pd.DataFrame,
-    df: pd.DataFrame,
-    replicates: int,
-    permutations: int,
-    seed: int,
-    confidence: float,
-    cv_folds: int,
-    cv_repeats: int,
-    wild_reps: int,
-) -> pd.DataFrame:
+def add_robust(reg: pd.DataFrame, df: pd.DataFrame, settings: RobustSettings) -> pd.DataFrame:
     """Append the ``robust`` columns to every ``status == "ok"`` row of ``reg``."""
     metric_ids = {m: i for i, m in enumerate(METRICS)}
     groups = dict(iter(df.groupby(GROUP_KEYS, sort=True)))
@@ -68,12 +58,8 @@ def add_robust(
             continue
         d = cell_frame(groups[(r["variant"], r["method"])], METRICS[r["metric"]], r["feature"])
         # Seeded by the cell's identity, so adding a cell never changes another's draws.
-        cseed = cell_seed(seed, r["variant"], r["method"], metric_ids[r["metric"]])
-        rows.append(
-            robust_cell(
-                d, replicates, permutations, cseed, confidence, cv_folds, cv_repeats, wild_reps
-            )
-        )
+        cseed = cell_seed(settings.seed, r["variant"], r["method"], metric_ids[r["metric"]])
+        rows.append(robust_cell(d, settings, cseed))
     return pd.concat(
         [reg.reset_index(drop=True), pd.DataFrame(rows, columns=ROBUST_COLUMNS)], axis=1
     )
@@ -85,13 +71,7 @@ def run_study(
     metrics: list[str],
     robustness_metrics: list[str],
     min_rows: int,
-    replicates: int,
-    permutations: int,
-    seed: int,
-    confidence: float,
-    cv_folds: int = 5,
-    cv_repeats: int = 10,
-    wild_reps: int = 999,
+    robust: RobustSettings = RobustSettings(),
 ) -> dict[str, pd.DataFrame]:
     """All regression tables of a run (see module docstring).
 
@@ -100,9 +80,7 @@ def run_study(
     """
     out = {}
     main = fit_all(df, "trace_effect", metrics, min_rows).assign(window=window, subset="all")
-    out["main"] = add_robust(
-        main, df, replicates, permutations, seed, confidence, cv_folds, cv_repeats, wild_reps
-    )
+    out["main"] = add_robust(main, df, robust)
     out["layer_correlations"] = layer_correlations(df, CORR_FEATURES, metrics).assign(window=window)
     rmetrics = [m for m in robustness_metrics if m in metrics] or metrics
     conc = df[df["concentrated"]]

@@ -6,11 +6,11 @@ caller; every edit is undone by copying back the weights its method saved in a
 case is written atomically to ``cache_dir/{case_id}.json`` so a killed job resumes where it
 stopped; the declared shard output is written by the caller from the returned rows.
 
-Methods come from :data:`locedit.registry.methods.METHODS`. Two paths compute the same edits (to float
-rounding): the batched engine (default; a method's ``batch`` function), which optimises many
-facts' edits together and hands them out one at a time, and the per-fact path (its ``apply``
-function, ``engine=None``), the authors' algorithm as written, kept as the baseline the engine
-is tested and benchmarked against.
+Methods come from :data:`locedit.registry.methods.METHODS`. Two paths compute the same edits
+(to float rounding): the batched engine (default; a method's ``batch`` function), which
+optimises many facts' edits together and hands them out one at a time, and the per-fact path
+(its ``apply`` function, ``engine=None``), the authors' algorithm as written, kept as the
+baseline the engine is tested and benchmarked against.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def edit_one(
     hp = spec.resolve(hparams)
     request = build_request(case, tok, d_model(model))
     t0 = time.perf_counter()
-    snapshot, info = spec.function()(model, tok, request, layer, hp, stats, list(context_templates or []))
+    templates = list(context_templates or [])
+    snapshot, info = spec.function()(model, tok, request, layer, hp, stats, templates)
     return score_edit(model, tok, case, method, layer, snapshot, info, time.perf_counter() - t0, **scoring)
 
 
