@@ -71,7 +71,7 @@ RULE_SCRIPTS = _rule_scripts()
 
 def test_rules_and_transitive_imports_are_found():
     assert {"trace_facts", "edit_facts", "fit_regressions", "train_toy_model"} <= set(RULE_SCRIPTS)
-    # trace_facts.py -> tracing_tables -> tracing -> trace_batching -> kernels, trace_passes
+    # trace_facts.py -> tracing.tables -> tracing.trace -> tracing.batching -> kernels, tracing.passes
     deep = {"src/locedit/kernels.py", "src/locedit/tracing/passes.py"}
     assert deep <= _found_by_modulefinder("workflow/scripts/trace_facts.py")
     assert deep <= set(FN["code_files"]("workflow/scripts/trace_facts.py"))
@@ -98,7 +98,7 @@ def _method_code_files() -> dict[str, set[str]]:
 
     text = (REPO / "workflow" / "rules" / "editing_functions.smk").read_text()
     start, end = text.index("def method_module_path("), text.index("@cache  # called once per edit")
-    ns = {"get_method": get_method, "code_files": FN["code_files"]}
+    ns = {"get_method": get_method, "code_files": FN["code_files"], "Path": Path}
     exec(compile(text[start:end], "editing_functions.smk", "exec"), ns)
     return {m: set(ns["edit_method_code_files"](m)) for m in METHODS}
 

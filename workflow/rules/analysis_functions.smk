@@ -21,9 +21,7 @@ def figure_outputs(rule_name):
 
 
 def analysis_targets():
-    figures = [
-        f"{RESULTS}/figures/{stem}.{ext}" for stem in FIGURES for ext in ("png", "pdf")
-    ]
+    figures = [f"{RESULTS}/figures/{stem}.{ext}" for stem in FIGURES for ext in ("png", "pdf")]
     tables = [
         f"{RESULTS}/analysis/tables/{name}.{ext}"
         for name in ANALYSIS_TABLES

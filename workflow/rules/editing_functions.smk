@@ -14,7 +14,7 @@ def edit_method_hparams(method, variant):
 
 def method_module_path(method):
     """The registered method's module as a repository path (what its jobs run)."""
-    return "src/" + get_method(method).module.replace(".", "/") + ".py"
+    return Path("src", *get_method(method).module.split(".")).with_suffix(".py").as_posix()
 
 
 def edit_method_code_files(method):
