@@ -32,3 +32,13 @@ def cell_seed(seed: int, variant: str, method: str, metric_index: int) -> list[i
     """``np.random.default_rng`` seed of one analysis cell (variant, method, metric) from its
     identity, so adding a cell never changes another's draws (names enter by their code sum)."""
     return [int(seed), sum(map(ord, variant)), sum(map(ord, method)), int(metric_index)]
+
+
+#: The fact world's independent random streams (``np.random.default_rng([seed, stream])``), one
+#: per purpose, so that changing one part of the world (say profile lines) leaves the others be.
+WORLD_STREAMS = {"facts": 0x1D, "records": 0x2E, "corpus": 0x3F, "profiles": 0x4B}
+
+
+def world_stream(seed: int, purpose: str) -> list[int]:
+    """``default_rng`` seed of one purpose of the fact world (:data:`WORLD_STREAMS`)."""
+    return [int(seed), WORLD_STREAMS[purpose]]

@@ -55,6 +55,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from locedit.seeds import world_stream
+
 
 @dataclass(frozen=True)
 class Relation:
@@ -284,7 +286,7 @@ def check_world_config(world: dict) -> None:
 def make_facts(world: dict, seed: int) -> list[Fact]:
     """All facts of the world, grouped by subject (see the module docstring)."""
     check_world_config(world)
-    rng = np.random.default_rng([seed, 0x1D])
+    rng = np.random.default_rng(world_stream(seed, "facts"))
     relations = list(RELATIONS[: world["n_relations"]])
     subjects = make_subjects(world["n_subjects"], rng)
     assignment = _assign_relations(len(subjects), relations, world["relations_per_subject"], rng)
@@ -312,7 +314,7 @@ def fact_sentence(template: str, subject: str, obj: str) -> str:
 
 def make_records(facts: list[Fact], world: dict, seed: int) -> list[dict]:
     """CounterFact-format records, one per fact, shuffled and numbered (module docstring)."""
-    rng = np.random.default_rng([seed, 0x2E])
+    rng = np.random.default_rng(world_stream(seed, "records"))
     by_rel_obj: dict[tuple[str, str], list[Fact]] = {}
     for f in facts:
         by_rel_obj.setdefault((f.relation.relation_id, f.target_true), []).append(f)
@@ -354,7 +356,7 @@ def make_records(facts: list[Fact], world: dict, seed: int) -> list[dict]:
 
 def make_corpus(facts: list[Fact], world: dict, seed: int) -> list[str]:
     """Training documents (one per line in ``corpus.txt``), in seeded order."""
-    rng = np.random.default_rng([seed, 0x3F])
+    rng = np.random.default_rng(world_stream(seed, "corpus"))
     docs = []
     for f in facts:
         for t in f.trained:
@@ -382,9 +384,10 @@ def profile_documents(facts: list[Fact], per_subject: int, seed: int) -> list[st
     enrichment, which language models learn from text that describes entities). With a deep
     enough toy this moves window-5 MLP tracing peaks from the prompt's final token to the last
     subject token, as in the paper (README, "The toy localises like a language model"; 6 layers
-    alone are too shallow for it). Own RNG stream, so the other documents are the same whatever ``per_subject`` is.
+    alone are too shallow for it). Own RNG stream, so the other documents are the same whatever
+    ``per_subject`` is.
     """
-    rng = np.random.default_rng([seed, 0x4B])
+    rng = np.random.default_rng(world_stream(seed, "profiles"))
     objects: dict[str, list[str]] = {}
     for f in facts:
         objects.setdefault(f.subject, []).append(f.target_true)

@@ -17,8 +17,6 @@ class TraceKind:
     component: str | None  #: the adapter component restored (None: not a restoration)
 
 
-
-
 def _by_name(*items) -> Mapping:
     return MappingProxyType({item.name: item for item in items})
 

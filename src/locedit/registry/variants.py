@@ -20,8 +20,6 @@ class Variant:
     analysis_eligible_only: bool = False
 
 
-
-
 def _by_name(*items) -> Mapping:
     return MappingProxyType({item.name: item for item in items})
 
