@@ -13,14 +13,12 @@ the default config's ROME settings; the README's table varies steps, early stop 
 Context templates are sampled with seed 0 (the default master seed) and cached in ``--work``
 per ``--rome-lengths``. Without ``--facts``, known facts are found by greedy continuation.
 """
-import argparse, json, statistics, time, sys, torch
+import argparse, json, statistics, time, torch
 from pathlib import Path
 from locedit.modeling import load_model
 from locedit.scoring import target_logprobs, greedy_continuations, contains_target
 from locedit.editing.compute_kv import generate_context_templates
 from locedit.editing.covariance import compute_layer_stats, write_manifest, CovarianceStore
-from locedit.editing.rome import apply_rome
-from locedit.editing.memit import apply_memit
 from locedit.editing.types import EditRequest, restore
 from locedit.registry.methods import MEMIT, ROME, get_method
 from locedit.adapters import n_layers

@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from locedit.registry.methods import METHODS, Method, get_method
+from locedit.registry.methods import Method, get_method
 from locedit.registry.variants import ERROR_INJECTION, VARIANTS
 from locedit.editing.driver import run_edit_job
 from locedit.editing.engine import DEFAULT_MAX_FACTS, DEFAULT_ROW_BUDGET

@@ -9,7 +9,7 @@ from locedit.adapters import edit_weight, n_layers
 from locedit.editing.covariance import CovarianceStore
 from locedit.editing.memit import apply_memit
 from locedit.layer_windows import edit_window as layer_window
-from locedit.editing.types import EditRequest, restore
+from locedit.editing.types import restore
 from tests.unit.test_rome import _model, _request, _stats
 
 TEMPLATES = ["{}", "The team won the game. {}", "Is it true that. {}"]

@@ -3,7 +3,6 @@ default config, from synthetic upstream tables shaped like the real ones (no mod
 
 from __future__ import annotations
 
-import re
 
 import pandas as pd
 import yaml

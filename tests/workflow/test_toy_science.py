@@ -83,7 +83,7 @@ def _shipped(method: str) -> dict:
 def _rome_diags(default_study, layer: int, **changed):
     from locedit.editing.covariance import CovarianceStore
     from locedit.editing.hparams import ROMEHparams, resolve
-from locedit.editing.rome import rome_updates
+    from locedit.editing.rome import rome_updates
     from locedit.io import read_json
 
     model, tok, reqs = _trained(default_study)

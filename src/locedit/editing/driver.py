@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from locedit.registry.methods import METHODS, get_method
+from locedit.registry.methods import get_method
 from locedit.adapters import d_model, n_layers
 from locedit.editing.evaluate import evaluate_case
 from locedit.editing.metrics import edit_scores

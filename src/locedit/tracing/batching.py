@@ -45,7 +45,6 @@ from torch import nn
 from locedit.adapters import module_for, n_layers, untuple
 from locedit.hooks import forward_hooks
 from locedit.kernels import mlp_only_where
-from locedit.layer_windows import window_bounds
 from locedit.registry.kinds import TRACE_KINDS
 from locedit.tracing.passes import PassCache, SuffixArgs, expand_args
 
