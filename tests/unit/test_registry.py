@@ -61,8 +61,9 @@ def _schema_defaults(section: dict) -> dict:
 def test_schema_defaults_are_the_typed_defaults():
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     methods = schema["properties"]["editing"]["properties"]["methods"]["properties"]
-    assert set(methods) == set(METHODS)
-    for name, spec in METHODS.items():
+    assert set(methods) <= set(METHODS)  # a method without a section: planning checks its class
+    assert {"rome", "memit", "ft-1", "ft-5"} <= set(methods)
+    for name, spec in ((n, METHODS[n]) for n in methods):
         typed = spec.hparams().as_dict()
         for key in spec.fixed:  # a name-fixed key is not a config key
             typed.pop(key)
