@@ -206,4 +206,4 @@ def config_hparams(method: str, variant: str = ERROR_INJECTION.name,
     import yaml
 
     methods = (yaml.safe_load(Path(path).read_text()) or {}).get("editing", {}).get("methods", {})
-    return merge_variant(methods.get(method), variant)
+    return merge_variant(methods.get(get_method(method).config_section), variant)

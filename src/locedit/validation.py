@@ -181,9 +181,6 @@ def config_problems(config: Mapping, shape: ModelShape | None = None) -> list[st
         dups = sorted({x for x in items if items.count(x) > 1}, key=str)
         if dups:
             problems.append(f"{key}: listed more than once: {dups}")
-    unknown = sorted(set(ed["run_methods"]) - set(ed["methods"]))
-    if unknown:
-        problems.append(f"editing.run_methods: {unknown} have no entry under editing.methods")
 
     if shape is not None:
         problems += _layers_in_range("editing.layers", ed["layers"], shape)

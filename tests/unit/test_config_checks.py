@@ -59,7 +59,7 @@ CROSS_KEY_DEFECTS = [
     ("editing.stats.layers", [0, 1, 2, 12], "editing.stats.layers: layer(s) [12] outside"),
     ("editing.stats.layers", [0, 1], "editing.stats.layers: ROME/MEMIT edits need the statistics of layer(s) [2, 3, 4, 5, 6, 7, 8, 9]"),
     ("dataset.source", "path", "dataset.path: required when dataset.source is 'path'"),
-    ("editing.run_methods", ["rome", "mend"], "editing.run_methods: ['mend'] have no entry"),
+    ("editing.run_methods", ["rome", "mend"], "editing.run_methods: ['mend'] are not registered"),
     ("editing.layers", [0, 1, 1], "editing.layers: listed more than once: [1]"),
     ("tracing.runs", [{"kind": "mlp", "window": 5}, {"kind": "mlp", "window": 5}],
      "tracing.runs: listed more than once: ['mlp/5']"),

@@ -10,7 +10,7 @@ from locedit.adapters import edit_weight, is_conv1d, module_for
 from locedit.editing.compute_kv import fill_template, module_io_at_lookup, subject_noise_ctx
 from locedit.editing.covariance import CovarianceStore
 from locedit.editing.hparams import ROMEHparams, resolve
-from locedit.editing.rome import apply_rome, rome_update
+from locedit.editing.rome import apply_r_rome, apply_rome, rome_update
 from locedit.editing.types import EditRequest, restore
 from locedit.hooks import forward_hooks
 from locedit.data.records import subject_token_range
@@ -87,6 +87,34 @@ def test_update_is_rank_one_and_maps_prompt_key_to_v_star(tiny_tokenizer, counte
     assert diag["opt_seconds"] > 0 and diag["update_seconds"] > 0
     restore(model, snap)
     assert torch.equal(edit_weight(model, 1), w0)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_r_rome_maps_the_averaged_key_to_v_star(tiny_tokenizer, counterfact_records, arch):
+    """r-ROME (Gupta et al. 2024): the update uses k* on both sides, so Ŵ k* = v* exactly, where
+    ROME's maps the bare prompt's key; u and v* are ROME's (same settings, same optimisation)."""
+    tok = tiny_tokenizer
+    model = _model(tok, arch)
+    stats = _stats(model)
+    req = _request(counterfact_records)
+    hp = resolve(ROMEHparams, HP, "rome")
+    ref, _ = rome_update(model, tok, req, 1, hp, stats, TEMPLATES)
+    vec, _ = rome_update(model, tok, req, 1, hp, stats, TEMPLATES, consistent_key=True)
+    assert torch.equal(vec["u"], ref["u"]) and torch.equal(vec["v_star"], ref["v_star"])
+    assert torch.equal(vec["k_prompt"], ref["k_star"]) and not torch.equal(ref["k_prompt"], ref["k_star"])
+    module = module_for(model, "mlp_out", 1)
+    w0 = edit_weight(model, 1).detach().clone()
+    before = module(ref["k_star"][None])[0]
+    snap, _ = apply_r_rome(model, tok, req, 1, HP, stats, TEMPLATES)
+    after = module(ref["k_star"][None])[0]
+    assert torch.allclose(after, ref["v_star"], atol=1e-4, rtol=1e-4)  # Ŵ k* = v*
+    assert not torch.allclose(before, ref["v_star"], atol=1e-3)
+    restore(model, snap)
+    assert torch.equal(edit_weight(model, 1), w0)
+    # ROME's update leaves Ŵ k* ≠ v* (it maps the bare prompt's key instead)
+    snap, _ = apply_rome(model, tok, req, 1, HP, stats, TEMPLATES)
+    assert not torch.allclose(module(ref["k_star"][None])[0], ref["v_star"], atol=1e-3)
+    restore(model, snap)
 
 
 def test_orientation_matches_linear_and_conv1d(tiny_tokenizer, counterfact_records):

@@ -100,16 +100,17 @@ def _method_code_files() -> dict[str, set[str]]:
     start, end = text.index("def method_module_path("), text.index("@cache  # called once per edit")
     ns = {"get_method": get_method, "code_files": FN["code_files"], "Path": Path}
     exec(compile(text[start:end], "editing_functions.smk", "exec"), ns)
-    return {m: set(ns["edit_method_code_files"](m)) for m in METHODS}
+    return {m: (ns["method_module_path"](m), set(ns["edit_method_code_files"](m))) for m in METHODS}
 
 
 def test_method_hashes_cover_the_method_and_shared_code_only():
     """An edit job's hash covers its method's module (the registry names it, so the walker finds
     the code a lazy import would hide), everything it and edit_facts.py import, and no other
     method's own module: editing rome.py reruns ROME jobs, not MEMIT's or FT's."""
-    files = _method_code_files()
-    mod = {m: f"src/locedit/editing/{n}.py" for m, n in
-           (("rome", "rome"), ("memit", "memit"), ("ft-1", "ft"), ("ft-5", "ft"))}  # fmt: skip
+    found = _method_code_files()
+    mod = {m: path for m, (path, _) in found.items()}
+    files = {m: own for m, (_, own) in found.items()}
+    assert mod["rome"] == "src/locedit/editing/rome.py" and mod["ft-5"] == "src/locedit/editing/ft.py"
     for method, own in files.items():
         assert mod[method] in own, method
         assert {mod[m] for m in files if mod[m] != mod[method]}.isdisjoint(own), method

@@ -9,7 +9,7 @@ def editing_seed():
 def edit_method_hparams(method, variant):
     """`editing.methods.<method>` with its `per_variant.<variant>` merged in (checked, typed, by
     config_problems at planning; the job gets the plain dict, so params compare by value)."""
-    return merge_variant(EDITING["methods"].get(method), variant)
+    return merge_variant(EDITING["methods"].get(get_method(method).config_section), variant)
 
 
 def method_module_path(method):

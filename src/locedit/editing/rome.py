@@ -11,6 +11,10 @@ W_proj at layer l is read as a linear associative memory k → v. The edit inser
    (``rome/compute_u.py``, ``compute_v.py``); Eq. 2 of the paper uses k* in both places. Hence
    Ŵ k_p = v* exactly (tested), and the update has rank one.
 
+**r-ROME** (Gupta et al. 2024, "Rebuilding ROME") uses k* on both sides: Λ = (v* − W k*) / (k*ᵀ u),
+so Ŵ k* = v* (tested). The authors' mismatch can make k_pᵀ u tiny and the update huge (model
+collapse, mostly for subjects at the first token); v* and u are ROME's, from the same settings.
+
 Hyperparameters: :class:`locedit.editing.hparams.ROMEHparams` (the authors' GPT-J code values).
 """
 
@@ -24,6 +28,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from locedit.adapters import edit_weight, module_for
 from locedit.editing.compute_kv import average_keys, fill_template, module_io_at_lookup, optimize_value
 from locedit.editing.covariance import CovarianceStore
 from locedit.editing.engine import DEFAULT_MAX_FACTS, DEFAULT_ROW_BUDGET, optimize_values
@@ -42,8 +47,11 @@ def rome_update(
     hp: ROMEHparams,
     stats: CovarianceStore | None,
     context_templates: Sequence[str],
+    *,
+    consistent_key: bool = False,
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Compute ROME's rank-one update without applying it (the per-fact path).
+    """Compute ROME's rank-one update without applying it (the per-fact path); with
+    ``consistent_key``, r-ROME's (k* in place of the bare prompt's key).
 
     Returns:
         ``(vectors, diagnostics)``; vectors (float32): ``u [d_mlp]`` (unit left vector),
@@ -56,7 +64,8 @@ def rome_update(
     keys, _ = module_io_at_lookup(model, tok, request, templates, layer, fact_token=hp.fact_token)
     value = optimize_value(model, tok, request, context_templates, layer, component="mlp_out", hp=hp)
     k_p, out_p = module_io_at_lookup(model, tok, request, [request.prompt], layer, fact_token=hp.fact_token)
-    return _solve(layer, hp, stats, context_templates, keys, value, k_p[0], out_p[0], time.perf_counter() - t0)
+    return _solve(model, layer, hp, stats, context_templates, keys, value, k_p[0], out_p[0],
+                  time.perf_counter() - t0, consistent_key)
 
 
 def rome_updates(
@@ -70,6 +79,7 @@ def rome_updates(
     *,
     row_budget: int = DEFAULT_ROW_BUDGET,
     max_facts: int = DEFAULT_MAX_FACTS,
+    consistent_key: bool = False,
 ) -> list[tuple[dict[str, torch.Tensor], dict]]:
     """:func:`rome_update` of every request through the batched engine (:mod:`~.engine`).
 
@@ -94,14 +104,19 @@ def rome_updates(
             )
             k_p, out_p = k_ps[0], out_ps[0]
         spent = share + time.perf_counter() - t1
-        out.append(_solve(layer, hp, stats, context_templates, value.lookup_in, value, k_p, out_p, spent))
+        out.append(_solve(model, layer, hp, stats, context_templates, value.lookup_in, value, k_p,
+                          out_p, spent, consistent_key))
     return out
 
 
-def _solve(layer, hp, stats, context_templates, keys, value, k_p, out_p, opt_seconds):
-    """u = C⁻¹k*/‖C⁻¹k*‖ and right = (v* − W k_p) / (k_pᵀ u) from the optimised value."""
+def _solve(model, layer, hp, stats, context_templates, keys, value, k_p, out_p, opt_seconds,
+           consistent_key=False):
+    """u = C⁻¹k*/‖C⁻¹k*‖ and right = (v* − W k_p) / (k_pᵀ u) from the optimised value; with
+    ``consistent_key`` (r-ROME) k_p := k* and W k_p := the down-projection's output at k*."""
     k_star = average_keys(keys, context_templates, hp.key_average)  # [d_mlp]
     t1 = time.perf_counter()
+    if consistent_key:
+        k_p, out_p = k_star, _down_projection(model, layer, k_star)
     if hp.mom2_adjustment:
         if stats is None:
             raise ValueError("ROME with mom2_adjustment needs covariance statistics")
@@ -129,6 +144,14 @@ def _solve(layer, hp, stats, context_templates, keys, value, k_p, out_p, opt_sec
     return vectors, diag
 
 
+@torch.no_grad()
+def _down_projection(model: nn.Module, layer: int, key: torch.Tensor) -> torch.Tensor:
+    """The unedited down-projection's output ``[d_model]`` (bias included) at input ``key``."""
+    module = module_for(model, "mlp_out", layer)
+    w = edit_weight(model, layer)
+    return module(key.to(w.device, w.dtype)[None])[0].to(key.dtype)
+
+
 def _write(model: nn.Module, layer: int, vectors: dict, diag: dict) -> tuple[Snapshot, dict]:
     """Apply ``right ⊗ u`` at ``layer``; returns the snapshot and the finished diagnostics."""
     snapshot = Snapshot()
@@ -152,6 +175,7 @@ def edit_rome_batch(
     *,
     row_budget: int = DEFAULT_ROW_BUDGET,
     max_facts: int = DEFAULT_MAX_FACTS,
+    consistent_key: bool = False,
 ) -> Iterator[tuple[Snapshot, dict]]:
     """ROME edits of ``requests`` one at a time, their v* optimised together by the engine.
 
@@ -161,7 +185,7 @@ def edit_rome_batch(
     hp = resolve(ROMEHparams, hparams, "editing.methods.rome")
     for vectors, diag in rome_updates(
         model, tok, requests, layer, hp, stats, context_templates,
-        row_budget=row_budget, max_facts=max_facts,
+        row_budget=row_budget, max_facts=max_facts, consistent_key=consistent_key,
     ):  # fmt: skip
         yield _write(model, layer, vectors, diag)
 
@@ -174,8 +198,10 @@ def apply_rome(
     hparams: ROMEHparams | dict | None,
     stats: CovarianceStore | None,
     context_templates: Sequence[str],
+    *,
+    consistent_key: bool = False,
 ) -> tuple[Snapshot, dict]:
-    """Edit ``model`` in place with ROME at ``layer``.
+    """Edit ``model`` in place with ROME at ``layer`` (r-ROME's update with ``consistent_key``).
 
     Args:
         request: the edit (target, erasure via ``minimize``, fact forcing via ``noise``).
@@ -194,5 +220,19 @@ def apply_rome(
         ``n_forward``, ``delta_norm``, ``init_norm``, ``update_norm`` (Frobenius).
     """
     hp = resolve(ROMEHparams, hparams, "editing.methods.rome")
-    vectors, diag = rome_update(model, tok, request, layer, hp, stats, context_templates)
+    vectors, diag = rome_update(
+        model, tok, request, layer, hp, stats, context_templates, consistent_key=consistent_key
+    )
     return _write(model, layer, vectors, diag)
+
+
+def apply_r_rome(model, tok, request, layer, hparams, stats, context_templates):
+    """r-ROME: :func:`apply_rome` with k* in the update's denominator and residual."""
+    return apply_rome(model, tok, request, layer, hparams, stats, context_templates, consistent_key=True)
+
+
+def edit_r_rome_batch(model, tok, requests, layer, hparams, stats, context_templates, **engine):
+    """r-ROME through the batched engine (:func:`edit_rome_batch` with ``consistent_key``)."""
+    yield from edit_rome_batch(
+        model, tok, requests, layer, hparams, stats, context_templates, consistent_key=True, **engine
+    )

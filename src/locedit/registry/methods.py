@@ -35,10 +35,15 @@ class Method:
     needs_stats: bool = False  #: reads covariance statistics and context templates
     templates: str | None = None  #: which context-template list it reads (``context_templates.json``)
     fixed: Mapping = field(default_factory=dict)  #: hyperparameters its name fixes (FT-5: window 5)
+    section: str | None = None  #: the ``editing.methods`` section it reads (None: its name)
+
+    @property
+    def config_section(self) -> str:
+        return self.section or self.name
 
     def resolve(self, hparams: Mapping | Hparams | None) -> Hparams:
         """A config section (``per_variant`` merged) as this method's checked hyperparameters."""
-        return resolve(self.hparams, hparams, f"editing.methods.{self.name}", self.fixed)
+        return resolve(self.hparams, hparams, f"editing.methods.{self.config_section}", self.fixed)
 
     def window(self, hparams: Mapping | Hparams | None) -> int:
         """Layers an edit rewrites: the name's fixed window, else the ``window`` key, else 1."""
@@ -100,6 +105,11 @@ MEMIT = register_method(Method(
     "memit", "MEMIT", "MEMIT", "locedit.editing.memit", "apply_memit", "edit_memit_batch",
     MEMITHparams, needs_stats=True, templates="memit",
 ))  # fmt: skip
+# Beyond the paper: ROME with its key mismatch fixed (Gupta et al. 2024); ROME's settings.
+R_ROME = register_method(Method(
+    "r-rome", "r-ROME", "", "locedit.editing.rome", "apply_r_rome", "edit_r_rome_batch",
+    ROMEHparams, needs_stats=True, templates=ROME.templates, section=ROME.name,
+))  # fmt: skip
 
 
 def config_problems(editing: Mapping, n_layers: int | None = None) -> list[str]:
@@ -121,17 +131,22 @@ def config_problems(editing: Mapping, n_layers: int | None = None) -> list[str]:
 def _hparam_problems(ed: Mapping) -> list[str]:
     """Each run method's section, with each run variant's overrides, as its typed hyperparameters
     (unknown keys, keys its name fixes, values out of range), one line per problem."""
+    sections = {m.config_section for m in METHODS.values()}
     problems = [
         f"editing.methods.{name}: not a registered method (locedit.registry: {list(METHODS)})"
         for name in ed["methods"]
-        if name not in METHODS
+        if name not in sections
     ]  # the schema leaves method sections open to registered methods; this closes them
-    for name in ed["run_methods"]:
-        if name not in METHODS or name not in ed["methods"]:
+    run = [METHODS[m] for m in ed["run_methods"] if m in METHODS]
+    missing = [m.name for m in run if m.config_section not in ed["methods"]]
+    if missing:
+        problems.append(f"editing.run_methods: {missing} have no entry under editing.methods")
+    for spec in run:
+        if spec.config_section not in ed["methods"]:
             continue  # reported above
         for variant in ed["variants"]:
             try:
-                get_method(name).resolve(merge_variant(ed["methods"][name], variant))
+                spec.resolve(merge_variant(ed["methods"][spec.config_section], variant))
             except (TypeError, ValueError) as err:
                 problems.append(f"{err} (variant {variant})")
     return sorted(set(problems))
@@ -147,7 +162,7 @@ def _stats_coverage(ed: Mapping, n_layers: int) -> list[str]:
             continue
         for variant in ed["variants"]:
             try:
-                hp = spec.resolve(merge_variant(ed["methods"].get(name), variant))
+                hp = spec.resolve(merge_variant(ed["methods"].get(spec.config_section), variant))
             except (TypeError, ValueError):
                 continue  # reported by _hparam_problems
             for layer in ed["layers"]:
