@@ -63,8 +63,13 @@ def rome_update(
     templates = [fill_template(c, request.prompt) for c in context_templates]
     keys, _ = module_io_at_lookup(model, tok, request, templates, layer, fact_token=hp.fact_token)
     value = optimize_value(model, tok, request, context_templates, layer, component="mlp_out", hp=hp)
-    k_p, out_p = module_io_at_lookup(model, tok, request, [request.prompt], layer, fact_token=hp.fact_token)
-    return _solve(model, layer, hp, stats, context_templates, keys, value, k_p[0], out_p[0],
+    k_p = out_p = None  # r-ROME never reads the bare prompt's key: no pass for it
+    if not consistent_key:
+        k_ps, out_ps = module_io_at_lookup(
+            model, tok, request, [request.prompt], layer, fact_token=hp.fact_token
+        )
+        k_p, out_p = k_ps[0], out_ps[0]
+    return _solve(model, layer, hp, stats, context_templates, keys, value, k_p, out_p,
                   time.perf_counter() - t0, consistent_key)
 
 
@@ -96,7 +101,9 @@ def rome_updates(
     out = []
     for request, value in zip(requests, values):
         t1 = time.perf_counter()
-        if context_templates[0] == "{}":
+        if consistent_key:  # r-ROME: _solve takes k* instead
+            k_p = out_p = None
+        elif context_templates[0] == "{}":
             k_p, out_p = value.lookup_in[0], value.lookup_out[0]
         else:
             k_ps, out_ps = module_io_at_lookup(
@@ -112,7 +119,8 @@ def rome_updates(
 def _solve(model, layer, hp, stats, context_templates, keys, value, k_p, out_p, opt_seconds,
            consistent_key=False):
     """u = C⁻¹k*/‖C⁻¹k*‖ and right = (v* − W k_p) / (k_pᵀ u) from the optimised value; with
-    ``consistent_key`` (r-ROME) k_p := k* and W k_p := the down-projection's output at k*."""
+    ``consistent_key`` (r-ROME; ``k_p``, ``out_p`` None) k_p := k* and W k_p := the
+    down-projection's output at k*."""
     k_star = average_keys(keys, context_templates, hp.key_average)  # [d_mlp]
     t1 = time.perf_counter()
     if consistent_key:
