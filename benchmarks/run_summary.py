@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from locedit.registry.methods import METHODS
+from locedit.registry.rules import EDIT_RULES
 from locedit.registry.variants import VARIANTS
 from locedit.analysis.tables import SUMMARY_TABLE as SUMMARY
 
@@ -38,7 +39,7 @@ STAGES = [
     ("causal tracing", ["estimate_noise_level", "trace_facts"]),
     ("editing prerequisites", ["compute_layer_stats", "generate_context_templates",
                                "sample_essence_texts", "prepare_edit_inputs"]),
-    ("editing", ["edit_facts"]),
+    ("editing", list(EDIT_RULES)),
     ("regressions", ["fit_regressions"]),
 ]  # fmt: skip
 METHOD_ORDER = list(METHODS)
@@ -93,7 +94,8 @@ def blocks(root: Path, res: Path) -> dict[str, str]:
     out["stages"] = "\n".join(rows)
     per_method = edits.groupby("method")["edit_seconds"].sum()
     order = [m for m in METHOD_ORDER if m in per_method.index]
-    job_s, n_jobs = float(rules.loc["edit_facts", "seconds"]), int(rules.loc["edit_facts", "jobs"])
+    edit_rules = [r for r in EDIT_RULES if r in rules.index]
+    job_s, n_jobs = float(rules.loc[edit_rules, "seconds"].sum()), int(rules.loc[edit_rules, "jobs"].sum())
     work = float(edits["edit_seconds"].sum() + edits["eval_seconds"].sum())
     out["edit_time"] = (
         "Of the edit jobs' time, the edits themselves (`edit_seconds` in `edits.parquet`) take "

@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 
 from locedit.analysis import reference
+from locedit.analysis.edit_tables import collapse_table
+from locedit.editing.metrics import flag_collapse
 from locedit.analysis.join import build_edit_vs_trace
 from locedit.analysis.robust import RobustSettings
 from locedit.analysis.study import run_study
@@ -89,8 +91,38 @@ def frames():
     )
 
 
+def _collapse_edits(flags: dict) -> pd.DataFrame:
+    """Edits of two problems x methods x layers with the given collapsed flags per cell."""
+    rows = []
+    for (variant, method, layer), flagged in flags.items():
+        rows += [{"variant": variant, "method": method, "layer": layer, "collapsed": f} for f in flagged]
+    return pd.DataFrame(rows)
+
+
+def test_collapse_table_counts_flagged_edits_per_layer():
+    edits = _collapse_edits({
+        ("fact_erasure", "rome", 0): [True, False, False, False],
+        ("fact_erasure", "rome", 7): [False, False],
+        ("error_injection", "r-rome", 0): [False, False],
+        ("error_injection", "rome", 0): [True, True],
+    })  # fmt: skip
+    table = collapse_table(edits)
+    # paper order: EI before FE, ROME before r-ROME; problems printed once
+    assert table[["Problem", "Method"]].values.tolist() == [
+        ["Error Injection", "ROME"], ["", "r-ROME"], ["Fact Erasure", "ROME"]]
+    assert table["layer 1"].tolist() == ["100.0%", "0.0%", "25.0%"]
+    assert table["layer 8"].tolist() == ["–", "–", "0.0%"]
+    assert table["all layers"].tolist() == ["100.0%", "0.0%", "16.7%"] and table["n"].tolist() == [2, 2, 6]
+    # flag_collapse: the threshold is on the post/pre essence perplexity ratio
+    ppl = pd.DataFrame({"essence_ppl_pre": [10.0, 10.0, 10.0], "essence_ppl_post": [19.9, 20.0, float("nan")]})
+    flagged = flag_collapse(ppl, essence_ppl_ratio=2.0)
+    assert flagged["collapsed"].tolist() == [False, True, False]
+    assert flag_collapse(ppl, essence_ppl_ratio=1.5)["collapsed"].tolist() == [True, True, False]
+
+
 def test_build_tables_renders_every_table(frames):
-    tables = build_tables(frames, META, 0.05, 2)
+    edits = _collapse_edits({("error_injection", "rome", 2): [True, False]})
+    tables = build_tables(frames, META, 0.05, 2, edits=edits)
     assert list(tables) == TABLE_NAMES
     for name, sections in tables.items():
         md, tex = render(sections, name)

@@ -335,3 +335,53 @@ def test_engine_rows_equal_per_fact_rows(tiny_gpt2, tiny_tokenizer, counterfact_
             floor = 2e-6 + 1e-6 * f64[col].abs().max()
             assert err_new <= max(4 * err_ref, floor), (variant, col, err_new, err_ref)
     _assert_same(tiny_gpt2, before)
+
+
+def _random_stats(model):
+    from locedit.adapters import edit_weight, n_layers
+    from locedit.editing.covariance import CovarianceStore
+
+    d = edit_weight(model, 0).shape[0]  # Conv1D: [d_mlp, d_model]
+    g = torch.Generator().manual_seed(0)
+    mats = {}
+    for layer in range(n_layers(model)):
+        a = torch.randn(d, 4 * d, generator=g)
+        mats[layer] = a @ a.T / (4 * d) + 0.1 * torch.eye(d)
+    return CovarianceStore.from_matrices(mats)
+
+
+@pytest.mark.parametrize("engine", [None, {"row_budget": 8, "max_facts": 2}])
+def test_r_rome_replayed_from_rome_vectors_equals_r_rome_itself(
+    tiny_gpt2, tiny_tokenizer, counterfact_records, tmp_path, engine
+):
+    """The workflow's r-ROME jobs replay the v*, u, k* their ROME job exported (through its
+    vectors file, and its checkpoints on a resume) instead of optimising them again; the rows
+    equal r-ROME optimising them itself, bit for bit, timings aside."""
+    from locedit.editing.vectors import read_edit_vectors, write_edit_vectors
+
+    stats = _random_stats(tiny_gpt2)
+    cases = _cases(tiny_gpt2, tiny_tokenizer, counterfact_records[:3], ["error_injection"])
+    hp = {"v_weight_decay": 0.0, "clamp_norm_factor": 100.0, "v_num_grad_steps": 3, "early_stop_loss": None}
+    kw = {"stats": stats, "context_templates": ["{}", "Hello. {}"], "engine": engine}
+    state = _state(tiny_gpt2)
+    itself = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "r-rome", 1, hp, **kw)
+    exported: dict = {}
+    rome = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "rome", 1, hp, exported=exported,
+                        cache_dir=tmp_path / "c", fingerprint="a", **kw)  # fmt: skip
+    assert sorted(exported) == sorted(int(c["case_id"]) for c in cases)
+    again: dict = {}  # a resumed job's vectors come from its checkpoints
+    run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "rome", 1, hp, exported=again,
+                 cache_dir=tmp_path / "c", fingerprint="a", **kw)  # fmt: skip
+    for case_id, vectors in exported.items():
+        assert all(torch.equal(vectors[n], again[case_id][n]) for n in vectors)
+    path = tmp_path / "rome.vectors.safetensors"
+    write_edit_vectors(exported, dict(zip(rome["case_id"], rome["opt_seconds"])), path)
+    replay = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "r-rome", 1, hp,
+                          replayed=read_edit_vectors(path), **kw)  # fmt: skip
+    _assert_same(tiny_gpt2, state)
+    timing = ["opt_seconds", "update_seconds", "eval_seconds", "edit_seconds"]
+    pd.testing.assert_frame_equal(replay.drop(columns=timing), itself.drop(columns=timing))
+    assert replay["opt_seconds"].tolist() == rome["opt_seconds"].tolist()  # ROME's v* cost
+    assert not replay["rewrite_post"].equals(rome["rewrite_post"])  # r-ROME ≠ ROME
+    with pytest.raises(ValueError, match="no exported vectors"):
+        run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "r-rome", 1, hp, replayed={}, **kw)

@@ -78,7 +78,7 @@ ORCHESTRATION_OVERRIDES = {
     "tracing": {"runs": [{"kind": "mlp", "window": 3}, {"kind": "zero", "window": 3}],
                 "peak_run": {"kind": "mlp", "window": 3}, "samples": 3, "only_correct": False,
                 "shard_size": 6},
-    "editing": {"layers": [1, 3], "run_methods": ["rome", "ft-1"],
+    "editing": {"layers": [1, 3], "run_methods": ["rome", "r-rome", "ft-1"],
                 "variants": ["error_injection", "tracing_reversal", "fact_forcing"],
                 "only_correct": False, "shard_size": 12,
                 "essence": {"n_texts": 2, "max_new_tokens": 10}},

@@ -10,6 +10,7 @@ from datetime import datetime
 import pytest
 import yaml
 
+from locedit.registry.rules import EDIT_RULES
 from tests.workflow.helpers import REPO, write_config
 from tests.workflow.runs import (
     TARGETS,
@@ -73,7 +74,7 @@ def _job_spans(workdir) -> list[tuple[datetime, datetime]]:
 
 
 def test_gpu_cap_limits_concurrent_model_jobs(tmp_path, tmp_path_factory):
-    """Six one-thread edit jobs on 6 cores, each holding one GPU, under --resources gpu=2: never
+    """The one-thread edit jobs on 6 cores, each holding one GPU, under --resources gpu=2: never
     more than two at once (and two at once, so the cap is not a serialisation)."""
     workdir = tmp_path / "run"
     shutil.copytree(reference_run(tmp_path_factory), workdir, symlinks=True)
@@ -82,10 +83,10 @@ def test_gpu_cap_limits_concurrent_model_jobs(tmp_path, tmp_path_factory):
     path = write_config(workdir, cfg)
     edits = [t for t in TARGETS if t.endswith("edits.parquet")]
     shutil.rmtree(workdir / "logs/edit_facts")
-    run(workdir, "--cores", "6", "--resources", "gpu=2", "--forcerun", "edit_facts", *edits,
+    run(workdir, "--cores", "6", "--resources", "gpu=2", "--forcerun", *EDIT_RULES, *edits,
         configfile=path)
     spans = _job_spans(workdir)
-    assert len(spans) == 6
+    assert len(spans) == len(cfg["editing"]["variants"]) * len(cfg["editing"]["run_methods"])
     events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
     running = peak = 0
     for _, step in events:

@@ -10,6 +10,7 @@ import time
 import pytest
 import yaml
 
+from locedit.registry.rules import EDIT_RULES
 from tests.workflow.helpers import REPO
 from tests.workflow.runs import dry_run_jobs
 
@@ -35,7 +36,7 @@ def test_paper_preset_plans_small_fast_and_offline(tmp_path, preset):
     # inside), one edit job per (variant, method, layer, record shard), then aggregates.
     ed, tr = cfg["editing"], cfg["tracing"]
     assert counts["trace_facts"] == math.ceil(limit / tr["shard_size"])
-    assert counts["edit_facts"] == (len(ed["variants"]) * len(ed["run_methods"]) * len(ed["layers"])
+    assert sum(counts.get(r, 0) for r in EDIT_RULES) == (len(ed["variants"]) * len(ed["run_methods"]) * len(ed["layers"])
                                     * math.ceil(limit / ed["shard_size"]))
     assert counts["collect_edits"] == counts["aggregate_tracing"] == 1
 

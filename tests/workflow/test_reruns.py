@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from locedit.registry.methods import METHODS
+from locedit.registry.rules import EDIT_RULES
 from tests.workflow.helpers import REPO
 from tests.workflow import runs
 from tests.workflow.runs import dry_run_listing, orchestration_config, prepare_workdir, touched_tree
@@ -26,7 +28,7 @@ NOISE_VARIANTS = {"tracing_reversal", "fact_forcing"}  # their edit inputs come 
 
 def _rules_of(stage: str, root: Path = REPO) -> set[str]:
     text = (root / "workflow" / "rules" / f"{stage}.smk").read_text()
-    return set(re.findall(r"^(?:rule|checkpoint) (\w+):", text, flags=re.M))
+    return set(re.findall(r"^(?:rule|checkpoint|use rule \w+ as) (\w+)(?: with)?:", text, flags=re.M))
 
 
 DATA = _rules_of("data")
@@ -78,7 +80,7 @@ def _replan(workdir: Path, override: dict | None = None, name: str = "") -> list
 
 
 def _edit_jobs(jobs, **match):
-    return [j for j in jobs if j["rule"] == "edit_facts"
+    return [j for j in jobs if j["rule"] in EDIT_RULES
             and all(j["wildcards"].get(k) in v for k, v in match.items())]
 
 
@@ -102,9 +104,11 @@ def test_rome_hyperparameter_replans_only_rome_edits_and_aggregates(finished):
                and not isinstance(v, bool) and not any(k in (o or {}) for o in per_variant.values()))
     new = rome[key] * 2 if rome[key] else 1
     jobs = _replan(workdir, {"editing": {"methods": {"rome": {key: new}}}}, "rome")
-    _assert_only(jobs, {"edit_facts"} | AGGREGATES, f"editing.methods.rome.{key}")
-    assert {j["wildcards"]["method"] for j in _edit_jobs(jobs)} == {"rome"}
-    assert len(_edit_jobs(jobs)) == len(_edit_jobs(full, method={"rome"}))
+    _assert_only(jobs, set(EDIT_RULES) | AGGREGATES, f"editing.methods.rome.{key}")
+    # ROME's jobs and those of the run methods reading ROME's section (r-ROME), nothing else
+    readers = {m for m in config["editing"]["run_methods"] if METHODS[m].config_section == "rome"}
+    assert {j["wildcards"]["method"] for j in _edit_jobs(jobs)} == readers
+    assert len(_edit_jobs(jobs)) == len(_edit_jobs(full, method=readers))
     assert all("Params have changed" in j["reason"] for j in _edit_jobs(jobs))
 
 
@@ -149,7 +153,7 @@ def test_added_layer_adds_only_its_jobs(finished):
             missing = job["reason"].split(":", 1)[1].split(";")[0]
             assert f"/{new}/" in missing and not any(f"/{layer}/" in missing for layer in layers)
     # The peak-layer histogram marks the edit layers, so it is redrawn; nothing else upstream.
-    _assert_only(jobs, {"edit_facts", "plot_peak_layers"} | AGGREGATES, "editing.layers")
+    _assert_only(jobs, {*EDIT_RULES, "plot_peak_layers"} | AGGREGATES, "editing.layers")
 
 
 def test_code_reruns_follow_content_not_timestamps(finished):
@@ -167,7 +171,7 @@ def test_code_reruns_follow_content_not_timestamps(finished):
         jobs = _replan(workdir)
     finally:
         ft.write_text(original)
-    _assert_only(jobs, {"edit_facts"} | AGGREGATES, "src/locedit/editing/ft.py")
+    _assert_only(jobs, set(EDIT_RULES) | AGGREGATES, "src/locedit/editing/ft.py")
     config = orchestration_config()
     ft_methods = {"ft-1", "ft-5"} & set(config["editing"]["run_methods"])
     edits = _edit_jobs(jobs)

@@ -20,7 +20,6 @@ EDIT_LAYER_DIR = "{layer}" if EDITING["layers_per_job"] == 1 else "all"
 
 wildcard_constraints:
     variant="|".join(EDITING["variants"]),
-    method="|".join(re.escape(m) for m in EDITING["run_methods"]),
     layer=r"\d+",
 
 
@@ -91,6 +90,7 @@ rule prepare_edit_inputs:
 rule edit_facts:
     input:
         unpack(edit_stats_inputs),
+        unpack(edit_replay_inputs),
         inputs="results/{model}/{dataset}/editing/inputs/{variant}/{shard}.json",
         model=validated_model_input(),
     output:
@@ -121,8 +121,20 @@ rule edit_facts:
         essence=EDITING["essence"],
         batch_size=EDITING["batch_size"],
         code=lambda wildcards: edit_method_code(wildcards.method),
+    wildcard_constraints:
+        method=method_pattern(edit_job_methods(exporting=False)),
     script:
         "../scripts/edit_facts.py"
+
+
+# The same job for a method whose per-fact vectors another method replays (ROME's v* for
+# r-ROME; locedit.editing.vectors): it also writes them, one file per layer.
+use rule edit_facts as edit_facts_exporting_vectors with:
+    output:
+        edits=edit_outputs(),
+        vectors=edit_outputs(suffix=".vectors.safetensors"),
+    wildcard_constraints:
+        method=method_pattern(edit_job_methods(exporting=True)),
 
 
 rule collect_edits:
@@ -135,6 +147,7 @@ rule collect_edits:
     conda:
         "../../envs/locedit.yaml"
     params:
+        collapse=EDITING["collapse"],
         code=code_hash("workflow/scripts/collect_edits.py"),
     script:
         "../scripts/collect_edits.py"

@@ -30,13 +30,38 @@ def edit_method_code(method):
     return code_hash(*edit_method_code_files(method))
 
 
-def edit_outputs():
-    """The edit job's result files: its layer's, or every layer's (`editing.layers_per_job`)."""
-    path = "results/{model}/{dataset}/editing/{variant}/{method}/{layer}/{shard}.parquet"
+def edit_outputs(suffix=".parquet"):
+    """The edit job's result (or exported vector) files: its layer's, or every layer's
+    (`editing.layers_per_job`)."""
+    path = "results/{model}/{dataset}/editing/{variant}/{method}/{layer}/{shard}" + suffix
     if EDITING["layers_per_job"] == 1:
         return path
     escaped = path.replace("{", "{{").replace("}", "}}").replace("{{layer}}", "{layer}")
     return expand(escaped, layer=EDITING["layers"])
+
+
+def edit_job_methods(exporting):
+    """Methods with edit jobs (the run methods and the methods whose vectors they replay), those
+    whose jobs export vectors (a registered method replays them) or the others."""
+    jobs = set(EDITING["run_methods"]) | set(vector_sources(EDITING["run_methods"]))
+    return sorted(m for m in jobs if m in METHODS and METHODS[m].exports == exporting)
+
+
+def method_pattern(methods):
+    """A wildcard pattern matching exactly ``methods`` (none: a pattern nothing matches)."""
+    return "|".join(re.escape(m) for m in methods) if methods else "(?!)"
+
+
+def edit_replay_inputs(wildcards):
+    """The exported vectors an edit job replays (r-ROME: its ROME job's, per layer)."""
+    source = get_method(wildcards.method).reuses
+    if source is None:
+        return {}
+    files = [
+        f"{RESULTS}/editing/{wildcards.variant}/{source}/{layer}/{wildcards.shard}.vectors.safetensors"
+        for layer in edit_job_layers(wildcards)
+    ]
+    return {"vectors": files}
 
 
 def edit_job_layers(wildcards):
@@ -62,7 +87,8 @@ def edit_stats_inputs(wildcards):
     editing_stats.smk provides `layer_stats_manifest(method, layer)` (the statistics a layer
     needs; one manifest for all layers today) once it is included by the Snakefile.
     """
-    if not get_method(wildcards.method).needs_stats:
+    spec = get_method(wildcards.method)
+    if not spec.needs_stats or spec.reuses:  # a replay reads its source's u: no statistics
         return {}
     stats_fn = globals().get("layer_stats_manifest")
     if stats_fn is None:

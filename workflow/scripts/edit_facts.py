@@ -15,6 +15,7 @@ import torch
 
 from locedit.registry.methods import get_method
 from locedit.editing.driver import run_edit_job
+from locedit.editing.vectors import read_edit_vectors, write_edit_vectors
 from locedit.io import read_json, write_parquet
 from locedit.modeling import load_model
 from locedit.workflow import job_fingerprint, log_stream, setup_logging
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 def load_stats(snakemake, model, method: str):
     """Covariance statistics and the method's context templates (methods that need them)."""
     spec = get_method(method)
-    if not spec.needs_stats:
+    if not spec.needs_stats or spec.reuses:  # a replay needs neither
         return None, []
     from locedit.editing.covariance import CovarianceStore
 
@@ -51,13 +52,20 @@ def engine_options(engine: dict) -> dict | None:
     return {"row_budget": engine["row_budget"], "max_facts": engine["max_facts"]}
 
 
-def result_paths(snakemake) -> list[str]:
-    """The job's result files, one per layer of ``params.layers`` (same order)."""
-    out = snakemake.output.edits
-    paths = [out] if isinstance(out, str) else list(out)
+def per_layer(snakemake, files, what: str) -> list[str]:
+    """A file list of the job, one per layer of ``params.layers`` (same order)."""
+    paths = [files] if isinstance(files, str) else list(files)
     if len(paths) != len(snakemake.params.layers):
-        raise ValueError(f"{len(paths)} result files for layers {snakemake.params.layers}")
+        raise ValueError(f"{len(paths)} {what} for layers {snakemake.params.layers}")
     return paths
+
+
+def replayed_vectors(snakemake, method: str) -> dict:
+    """``{layer: {case_id: (vectors, opt_seconds)}}`` the method replays (None: it optimises)."""
+    if not get_method(method).reuses:
+        return {}
+    paths = per_layer(snakemake, snakemake.input.vectors, "vector files")
+    return {layer: read_edit_vectors(path) for layer, path in zip(snakemake.params.layers, paths)}
 
 
 def main(snakemake) -> None:
@@ -70,6 +78,8 @@ def main(snakemake) -> None:
         raise ValueError(f"{snakemake.input.inputs} holds cases of another variant than {variant}")
     logger.info("%s / %s / layers %s: %d case(s); hparams %s", variant, method, p.layers, len(cases), p.hparams)
     tables = {layer: pd.DataFrame() for layer in p.layers}
+    exported = {layer: {} for layer in p.layers}
+    replayed = replayed_vectors(snakemake, method)
     if cases:
         model, tok = load_model(**p.model)  # once for every layer of the job
         stats, templates = load_stats(snakemake, model, method)
@@ -92,6 +102,8 @@ def main(snakemake) -> None:
                     essence_cap=p.essence["cap"],
                     essence_max_tokens=p.essence["max_tokens"],
                     batch_size=p.batch_size,
+                    exported=exported[layer] if get_method(method).exports else None,
+                    replayed=replayed.get(layer),
                 )
             logger.info(
                 "layer %d: mean rewrite %.3f, paraphrase %.3f, neighborhood %.3f; %.3f s/edit",
@@ -102,7 +114,12 @@ def main(snakemake) -> None:
                 (rows["edit_seconds"] + rows["eval_seconds"]).mean(),
             )
             tables[layer] = rows
-    for layer, path in zip(p.layers, result_paths(snakemake)):
+    if get_method(method).exports:
+        for layer, path in zip(p.layers, per_layer(snakemake, snakemake.output.vectors, "vector files")):
+            rows = tables[layer]
+            seconds = dict(zip(map(int, rows.get("case_id", [])), map(float, rows.get("opt_seconds", []))))
+            write_edit_vectors(exported[layer], seconds, path)
+    for layer, path in zip(p.layers, per_layer(snakemake, snakemake.output.edits, "result files")):
         write_parquet(tables[layer], path)
 
 

@@ -21,11 +21,11 @@ def _read(path: str) -> pd.DataFrame:
 def main(snakemake) -> None:
     setup_logging(snakemake)
     frames = {name: _read(snakemake.input[name]) for name in FRAMES}
-    table = pd.read_parquet(snakemake.input.table, columns=["case_id", "layer"])
+    table = pd.read_parquet(snakemake.input.table)
     layer = resolve_default_layer(table["layer"], snakemake.params.default_layer)
     counts = {"known facts analysed": table["case_id"].nunique(), "edits analysed": len(table)}
     tables = build_tables(
-        frames, dict(snakemake.params.meta), snakemake.params.alpha, layer, counts
+        frames, dict(snakemake.params.meta), snakemake.params.alpha, layer, counts, edits=table
     )
     for name, sections in tables.items():
         md, tex = render(sections, name)

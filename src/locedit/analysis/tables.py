@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from locedit.analysis import METHOD_LABELS, METHODS, VARIANT_LABELS, VARIANTS, reference
+from locedit.analysis.edit_tables import collapse_table
 from locedit.registry.analysis import HEADLINE
 
 R2_TABLES = {3: "rewrite", 4: "paraphrase", 5: "neighborhood", 6: "overall"}
@@ -243,7 +244,7 @@ def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
 TABLE_NAMES = [
     "table1_rome_rewrite", "table2_concentrated", "table3_rewrite", "table4_paraphrase",
     "table5_neighborhood", "table6_overall", "table7_errors", "table_essence", "table_windows",
-    "robust_inference", "comparison_paper", "summary",
+    "robust_inference", "comparison_paper", "collapse_rates", "summary",
 ]  # fmt: skip
 #: The run's one-page summary (the README quotes it).
 SUMMARY_TABLE = TABLE_NAMES[-1]
@@ -342,6 +343,7 @@ def build_tables(
     alpha: float,
     default_layer: int | None,
     counts: dict | None = None,
+    edits: pd.DataFrame | None = None,
 ) -> dict[str, list[tuple[str, pd.DataFrame, str]]]:
     """``{TABLE_NAMES item: [(title, frame, note), ...]}`` for ``write_tables``.
 
@@ -351,6 +353,7 @@ def build_tables(
         alpha: significance level for the robust-inference comparison.
         default_layer: 0-indexed layer of the headline correlation (Fig. 4), or None.
         counts: extra leading rows of the summary (e.g. facts and edits analysed).
+        edits: the analysed edits (``variant, method, layer, collapsed``) for the collapse table.
     """
     main, fmt = frames["main"], meta["dataset_format"]
     t7_num = 8 if fmt == "zsre" else 7
@@ -400,6 +403,14 @@ def build_tables(
                 f"wild bootstrap or permutation test disagree at alpha = {alpha}.",
             )
             for m in ("rewrite", "overall")
+        ],
+        "collapse_rates": [
+            (
+                "Beyond the paper: edits that collapse the model (% per edit layer, 1-indexed)",
+                collapse_table(edits if edits is not None else pd.DataFrame()),
+                "collapsed: the essence texts' perplexity grew by at least "
+                "editing.collapse.essence_ppl_ratio (Gupta et al. 2024's model collapse).",
+            )
         ],
         SUMMARY_TABLE: [
             ("Summary of this run", summary_table(frames, alpha, default_layer, counts), "")

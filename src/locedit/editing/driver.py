@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +31,7 @@ from locedit.editing.evaluate import evaluate_case
 from locedit.editing.metrics import edit_scores
 from locedit.editing.types import restore
 from locedit.editing.variants import build_request, case_noise
+from locedit.editing.vectors import vectors_from_json, vectors_to_json
 from locedit.io import open_checkpoints, read_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,8 @@ def run_edit_job(
     engine: dict | None = None,
     stats=None,
     context_templates: Sequence[str] | None = None,
+    exported: dict | None = None,
+    replayed: Mapping[int, tuple[dict, float]] | None = None,
     **scoring,
 ) -> pd.DataFrame:
     """Edit every case of one job; per-case results are checkpointed in ``cache_dir``.
@@ -175,6 +178,11 @@ def run_edit_job(
         engine: ``{"row_budget": ..., "max_facts": ...}`` runs the method's batched engine;
             None runs its per-fact path.
         stats, context_templates: ROME/MEMIT's covariance statistics and templates.
+        exported: a dict to fill with ``{case_id: vectors}`` of the method's edits (the
+            ``vectors`` its functions report; checkpointed with the rows), for a method that
+            replays them (:mod:`locedit.editing.vectors`).
+        replayed: ``{case_id: (vectors, opt_seconds)}`` another method exported; the method's
+            ``replay`` function builds each edit from them (no optimisation).
         **scoring: passed to :func:`score_edit` (aggregation, essence_cap, ...).
 
     Returns:
@@ -197,7 +205,10 @@ def run_edit_job(
     bar = tqdm(total=n_todo, desc=f"{method} L{layer}", file=progress, mininterval=5)
     for chunk in todo:
         requests = [build_request(cases[i], tok, d_model(model)) for i in chunk]
-        if engine is not None and spec.batch is not None:
+        if replayed is not None:
+            fn = spec.function(replay=True)
+            edits = (fn(model, int(layer), *_replayed(replayed, cases[i])) for i in chunk)
+        elif engine is not None and spec.batch is not None:
             batch = spec.function(batched=True)
             edits = batch(model, tok, requests, int(layer), hp, stats, templates, **engine)
         else:
@@ -208,12 +219,24 @@ def run_edit_job(
             # the engine's shared work lands on the edits it is handed out with
             edit_s = time.perf_counter() - t0
             done[i] = score_edit(model, tok, cases[i], method, int(layer), snapshot, info, edit_s, **scoring)
+            if exported is not None:
+                done[i]["vectors"] = vectors_to_json(info["vectors"])
             bar.update()
             t0 = time.perf_counter()
         for i in chunk:  # a chunk counts as done only once all of it is
             write_checkpoint(cache, int(cases[i]["case_id"]), done[i])
     bar.close()
+    if exported is not None:
+        for case, row in zip(cases, done):
+            exported[int(case["case_id"])] = vectors_from_json(row["vectors"])
     return as_edit_table(done)
+
+
+def _replayed(replayed: Mapping[int, tuple[dict, float]], case: dict) -> tuple[dict, float]:
+    try:
+        return replayed[int(case["case_id"])]
+    except KeyError:
+        raise ValueError(f"case {case['case_id']}: no exported vectors to replay") from None
 
 
 def as_edit_table(rows) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 #: The authors' floor of the recovered fraction (``evaluate.py``).
 RECOVERED_FLOOR = 2e-8
@@ -165,3 +166,18 @@ def edit_scores(
     )
     row["neighborhood_success"], row["neighborhood_magnitude"] = succ, mag
     return row
+
+
+def flag_collapse(edits: pd.DataFrame, essence_ppl_ratio: float = 2.0) -> pd.DataFrame:
+    """``edits`` with ``essence_ppl_ratio`` (post/pre essence perplexity) and ``collapsed``
+    (ratio >= ``essence_ppl_ratio``; False where the ratio is undefined) appended.
+
+    Model collapse (Gupta et al. 2024) is an edit after which the model stops producing sensible
+    text; the essence texts, sampled from the unedited model about the subject but not the
+    edited relation, are the text every edit is scored on whose likelihood the edit should not
+    move, so their perplexity ratio is the measure.
+    """
+    out = edits.copy()
+    out["essence_ppl_ratio"] = (out["essence_ppl_post"] / out["essence_ppl_pre"]).astype("float64")
+    out["collapsed"] = (out["essence_ppl_ratio"] >= float(essence_ppl_ratio)).astype("bool")
+    return out

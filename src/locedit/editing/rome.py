@@ -37,6 +37,8 @@ from locedit.editing.types import EditRequest, Snapshot, add_update
 
 logger = logging.getLogger(__name__)
 
+#: The vectors of a ROME edit that r-ROME's update needs besides the model (u, k*, v*).
+REPLAYED = ("u", "k_star", "v_star")
 
 
 def rome_update(
@@ -169,6 +171,8 @@ def _write(model: nn.Module, layer: int, vectors: dict, diag: dict) -> tuple[Sna
     diag["update_seconds"] = diag.pop("solve_seconds") + time.perf_counter() - t0
     diag["update_norm"] = float(vectors["right"].norm())  # ‖right ⊗ u‖_F with ‖u‖ = 1
     diag["edited_layers"] = str(int(layer))
+    # what r-ROME's jobs replay (locedit.editing.vectors); the driver exports it when asked
+    diag["vectors"] = {name: vectors[name] for name in REPLAYED}
     return snapshot, diag
 
 
@@ -244,3 +248,28 @@ def edit_r_rome_batch(model, tok, requests, layer, hparams, stats, context_templ
     yield from edit_rome_batch(
         model, tok, requests, layer, hparams, stats, context_templates, consistent_key=True, **engine
     )
+
+
+def replay_r_rome(model: nn.Module, layer: int, vectors: dict[str, torch.Tensor],
+                  opt_seconds: float) -> tuple[Snapshot, dict]:
+    """r-ROME's edit from ROME's exported ``u [d_mlp]``, ``k_star [d_mlp]``, ``v_star [d_model]``
+    (:mod:`locedit.editing.vectors`): :func:`_solve`'s r-ROME arithmetic on them, so the
+    result equals r-ROME optimising the same v* itself. ``opt_seconds``: ROME's optimisation
+    time of this fact, reported as the edit's (its v* cost whoever computes it)."""
+    t0 = time.perf_counter()
+    w = edit_weight(model, layer)
+    u, k_star, v_star = (vectors[n].to(w.device) for n in REPLAYED)
+    out_p = _down_projection(model, layer, k_star)
+    denom = torch.dot(k_star, u)
+    right = (v_star - out_p) / denom
+    diag = {
+        "opt_seconds": float(opt_seconds),
+        "solve_seconds": time.perf_counter() - t0,
+        "key_dot_u": float(denom),
+        "right_norm": float(right.norm()),
+        "residual_norm": float((v_star - out_p).norm()),
+    }
+    replayed = {"u": u, "right": right, "k_star": k_star, "v_star": v_star}
+    snapshot, diag = _write(model, layer, replayed, diag)
+    del diag["vectors"]  # r-ROME's own edits are not replayed further
+    return snapshot, diag

@@ -36,6 +36,11 @@ class Method:
     templates: str | None = None  #: which context-template list it reads (``context_templates.json``)
     fixed: Mapping = field(default_factory=dict)  #: hyperparameters its name fixes (FT-5: window 5)
     section: str | None = None  #: the ``editing.methods`` section it reads (None: its name)
+    #: In the workflow, replay the per-fact vectors another method's jobs export (same section,
+    #: same optimisation; :mod:`locedit.editing.vectors`) with ``replay(model, layer, vectors,
+    #: opt_seconds) -> (Snapshot, info)`` instead of optimising them again (r-ROME: ROME's v*).
+    reuses: str | None = None
+    replay: str | None = None  #: the replay function's name in ``module``
 
     @property
     def config_section(self) -> str:
@@ -54,11 +59,16 @@ class Method:
         """The layers an edit centred on ``centre`` rewrites (the one window rule)."""
         return edit_window(centre, self.window(hparams), n_layers)
 
-    def function(self, batched: bool = False) -> Callable:
-        """The apply (or batched) function, importing its module now."""
-        name = self.batch if batched else self.apply
+    @property
+    def exports(self) -> bool:
+        """Whether its jobs export per-fact vectors (a registered method replays them)."""
+        return any(m.reuses == self.name for m in METHODS.values())
+
+    def function(self, batched: bool = False, replay: bool = False) -> Callable:
+        """The apply (or batched, or replay) function, importing its module now."""
+        name = self.replay if replay else self.batch if batched else self.apply
         if name is None:
-            raise ValueError(f"method {self.name!r} has no batched engine")
+            raise ValueError(f"method {self.name!r} has no {'replay' if replay else 'batched'} function")
         return getattr(importlib.import_module(self.module), name)
 
 
@@ -71,6 +81,13 @@ def register_method(method: Method) -> Method:
     """Add ``method`` to :data:`METHODS` (a name may be registered once)."""
     if method.name in _METHODS:
         raise ValueError(f"editing method {method.name!r} is already registered")
+    if method.reuses is not None:  # replayed vectors are only the same edit under one section
+        source = _METHODS.get(method.reuses)
+        if source is None or source.config_section != method.config_section or not method.replay:
+            raise ValueError(
+                f"editing method {method.name!r} reuses {method.reuses!r}: that must be a registered "
+                "method reading the same config section, and it needs a replay function"
+            )
     _METHODS[method.name] = method
     return method
 
@@ -109,7 +126,13 @@ MEMIT = register_method(Method(
 R_ROME = register_method(Method(
     "r-rome", "r-ROME", "", "locedit.editing.rome", "apply_r_rome", "edit_r_rome_batch",
     ROMEHparams, needs_stats=True, templates=ROME.templates, section=ROME.name,
+    reuses=ROME.name, replay="replay_r_rome",
 ))  # fmt: skip
+
+
+def vector_sources(run_methods) -> list[str]:
+    """Methods whose jobs a run needs for their exported vectors (``reuses``), run or not."""
+    return sorted({METHODS[m].reuses for m in run_methods if m in METHODS and METHODS[m].reuses})
 
 
 def config_problems(editing: Mapping, n_layers: int | None = None) -> list[str]:

@@ -13,4 +13,8 @@ MODEL_RULES = (
     "sample_essence_texts",
     "prepare_edit_inputs",
     "edit_facts",
+    "edit_facts_exporting_vectors",
 )
+
+#: The rules of edit jobs (one rule, and its copy for methods whose vectors are replayed).
+EDIT_RULES = ("edit_facts", "edit_facts_exporting_vectors")

@@ -1,0 +1,35 @@
+"""Tables of per-edit quantities beyond the paper's regressions: how often edits collapse the
+model (``collapsed`` of ``edits.parquet``), per problem, method and edit layer."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from locedit.analysis import METHOD_LABELS, METHODS, VARIANT_LABELS, VARIANTS
+
+
+def collapse_table(edits: pd.DataFrame) -> pd.DataFrame:
+    """Percent of edits flagged ``collapsed`` per (problem, method) row and 1-indexed edit layer
+    column, plus the row's overall rate and its number of edits; problems and methods in the
+    paper's order (then any others)."""
+    need = {"variant", "method", "layer", "collapsed"}
+    if edits.empty or not need <= set(edits.columns):
+        return pd.DataFrame(columns=["Problem", "Method"])
+    df = edits.assign(collapsed=edits["collapsed"].astype(bool))
+    rates = df.pivot_table(index=["variant", "method"], columns="layer", values="collapsed",
+                           aggfunc="mean", observed=True)  # fmt: skip
+    overall = df.groupby(["variant", "method"], observed=True)["collapsed"].agg(["mean", "size"])
+    order = {k: i for i, k in enumerate(list(VARIANTS) + list(METHODS))}
+    keys = sorted(rates.index, key=lambda vm: (order.get(vm[0], 99), vm[0], order.get(vm[1], 99), vm[1]))
+    rows = []
+    for variant, method in keys:
+        row = {"Problem": VARIANT_LABELS.get(variant, variant), "Method": METHOD_LABELS.get(method, method)}
+        for layer in rates.columns:
+            value = rates.loc[(variant, method), layer]
+            row[f"layer {int(layer) + 1}"] = "–" if pd.isna(value) else f"{100 * value:.1f}%"
+        row["all layers"] = f"{100 * overall.loc[(variant, method), 'mean']:.1f}%"
+        row["n"] = int(overall.loc[(variant, method), "size"])
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out.loc[out["Problem"].duplicated(), "Problem"] = ""  # each problem once, as the paper prints
+    return out
