@@ -99,6 +99,8 @@ rule edit_facts:
         f"logs/edit_facts/{{model}}/{{dataset}}/{{variant}}/{{method}}/{EDIT_LAYER_DIR}/{{shard}}.log",
     benchmark:
         f"benchmarks/edit_facts/{{model}}/{{dataset}}/{{variant}}/{{method}}/{EDIT_LAYER_DIR}/{{shard}}.tsv"
+    wildcard_constraints:
+        method=method_pattern(edit_job_methods(exporting=False)),
     conda:
         "../../envs/locedit.yaml"
     threads: 1
@@ -121,8 +123,6 @@ rule edit_facts:
         essence=EDITING["essence"],
         batch_size=EDITING["batch_size"],
         code=lambda wildcards: edit_method_code(wildcards.method),
-    wildcard_constraints:
-        method=method_pattern(edit_job_methods(exporting=False)),
     script:
         "../scripts/edit_facts.py"
 
