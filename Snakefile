@@ -8,6 +8,7 @@ Results path grammar (one wildcard per directory level):
     results/{model}/{dataset}/facts.parquet            known-fact filter: p_true, p_new, is_correct, ...
     results/{model}/{dataset}/tracing/...              causal tracing / zeroing shards and tracing.parquet
     results/{model}/{dataset}/editing/...              edit shards and edits.parquet
+    results/{model}/{dataset}/tuning/...               tuning stage (editing.tuning): candidates, chosen values
     results/{model}/{dataset}/edit_vs_trace.parquet    one row per edit with the tracing effect at its layer
     results/{model}/{dataset}/regression*.csv          regressions (R², F-tests, clustered Wald, bootstrap, permutation)
     results/{model}/{dataset}/analysis/tables/...      the paper's tables (markdown + LaTeX)
@@ -32,6 +33,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/tracing.smk"
 include: "workflow/rules/editing_stats.smk"
 include: "workflow/rules/editing.smk"
+include: "workflow/rules/tuning.smk"
 include: "workflow/rules/analysis.smk"
 
 
@@ -45,4 +47,5 @@ rule all:
         data_targets(),
         tracing_targets(),
         editing_targets(),
+        tuning_targets(),
         analysis_targets(),

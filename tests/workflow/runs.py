@@ -75,7 +75,8 @@ def failed_logs(workdir: Path, limit: int = 4000) -> str:
 ORCHESTRATION_OVERRIDES = {
     "model": {"device": "cpu"},
     "toy_model": {"steps": 60},
-    "tracing": {"runs": [{"kind": "mlp", "window": 3}, {"kind": "zero", "window": 3}],
+    "tracing": {"runs": [{"kind": "mlp", "window": 3}, {"kind": "zero", "window": 3},
+                         {"kind": "atp", "window": 3}],
                 "peak_run": {"kind": "mlp", "window": 3}, "samples": 3, "only_correct": False,
                 "shard_size": 6},
     "editing": {"layers": [1, 3], "run_methods": ["rome", "r-rome", "ft-1"],

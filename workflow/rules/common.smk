@@ -21,6 +21,7 @@ from locedit.registry.analysis import FIGURES, figures_of
 from locedit.registry.methods import METHODS, get_method, vector_sources
 from locedit.registry.methods import config_problems as method_config_problems
 from locedit.registry.rules import MODEL_RULES
+from locedit.registry.kinds import estimate_pairs
 from locedit.registry.variants import VARIANTS
 from locedit.editing.hparams import merge_variant
 from locedit.validation import (

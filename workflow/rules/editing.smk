@@ -91,6 +91,7 @@ rule edit_facts:
     input:
         unpack(edit_stats_inputs),
         unpack(edit_replay_inputs),
+        unpack(edit_tuning_inputs),
         inputs="results/{model}/{dataset}/editing/inputs/{variant}/{shard}.json",
         model=validated_model_input(),
     output:

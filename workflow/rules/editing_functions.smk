@@ -2,6 +2,9 @@
 # so that `snakemake --lint` is clean (no rules and functions in one file).
 
 
+TUNING = config["editing"]["tuning"]
+
+
 def editing_seed():
     return config["seed"] if EDITING["seed"] is None else EDITING["seed"]
 
@@ -33,7 +36,9 @@ def edit_method_code(method):
 def edit_outputs(suffix=".parquet"):
     """The edit job's result (or exported vector) files: its layer's, or every layer's
     (`editing.layers_per_job`)."""
-    path = "results/{model}/{dataset}/editing/{variant}/{method}/{layer}/{shard}" + suffix
+    path = (
+        f"results/{{model}}/{{dataset}}/editing/{{variant}}/{{method}}/{{layer}}/{{shard}}{suffix}"
+    )
     if EDITING["layers_per_job"] == 1:
         return path
     escaped = path.replace("{", "{{").replace("}", "}}").replace("{{layer}}", "{layer}")
@@ -117,3 +122,11 @@ def edit_tracing_inputs(variant):
 
 def editing_targets():
     return [f"{RESULTS}/edits.parquet"]
+
+
+def edit_tuning_inputs(wildcards):
+    """The chosen values an edit job reads when tuning is enabled (its section's, its variant's)."""
+    if not TUNING["enabled"]:
+        return {}
+    section = get_method(wildcards.method).config_section
+    return {"tuned": f"{RESULTS}/tuning/{wildcards.variant}/{section}.json"}

@@ -145,3 +145,28 @@ rule plot_peak_layers:
         code=code_hash("workflow/scripts/plot_peak_layers.py"),
     script:
         "../scripts/plot_peak_layers.py"
+
+
+rule measure_atp_agreement:
+    input:
+        grid="results/{model}/{dataset}/tracing/grid.parquet",
+        effects="results/{model}/{dataset}/tracing.parquet",
+        facts="results/{model}/{dataset}/tracing/facts.parquet",
+    output:
+        table="results/{model}/{dataset}/tracing/atp_agreement.parquet",
+        summary="results/{model}/{dataset}/tracing/atp_agreement.md",
+        png=report(
+            "results/{model}/{dataset}/figures/atp_agreement.png",
+            caption="../report/atp_agreement.rst",
+            category="Tracing",
+        ),
+        pdf="results/{model}/{dataset}/figures/atp_agreement.pdf",
+    log:
+        "logs/measure_atp_agreement/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    params:
+        runs=tracing_run_params(),
+        code=code_hash("workflow/scripts/measure_atp_agreement.py"),
+    script:
+        "../scripts/measure_atp_agreement.py"

@@ -3,12 +3,15 @@
 
 
 def tracing_targets():
-    return [
+    targets = [
         f"{RESULTS}/tracing.parquet",
         f"{RESULTS}/tracing/o_noise.parquet",
         f"{RESULTS}/figures/tracing_heatmaps.png",
         f"{RESULTS}/figures/tracing_peak_layers.png",
     ]
+    if estimate_pairs(tracing_run_params()):  # an AtP run with its exact run traced
+        targets.append(f"{RESULTS}/figures/atp_agreement.png")
+    return targets
 
 
 def tracing_shards(name):

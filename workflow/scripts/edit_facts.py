@@ -14,25 +14,13 @@ import pandas as pd
 import torch
 
 from locedit.registry.methods import get_method
-from locedit.editing.driver import run_edit_job
+from locedit.editing.driver import method_resources, run_edit_job
 from locedit.editing.vectors import read_edit_vectors, write_edit_vectors
 from locedit.io import read_json, write_parquet
 from locedit.modeling import load_model
 from locedit.workflow import job_fingerprint, log_stream, setup_logging
 
 logger = logging.getLogger(__name__)
-
-
-def load_stats(snakemake, model, method: str):
-    """Covariance statistics and the method's context templates (methods that need them)."""
-    spec = get_method(method)
-    if not spec.needs_stats or spec.reuses:  # a replay needs neither
-        return None, []
-    from locedit.editing.covariance import CovarianceStore
-
-    stats = CovarianceStore.from_dir(snakemake.input.stats, model=model)
-    templates = read_json(snakemake.input.templates)[spec.templates]
-    return stats, templates
 
 
 def fingerprint(snakemake) -> str:
@@ -50,6 +38,13 @@ def engine_options(engine: dict) -> dict | None:
     if not engine["batched"]:
         return None
     return {"row_budget": engine["row_budget"], "max_facts": engine["max_facts"]}
+
+
+def tuned_hparams(hparams: dict, tuned: str | None) -> dict:
+    """The job's hyperparameters with the tuning stage's chosen values (editing.tuning) over them."""
+    if not tuned:
+        return dict(hparams)
+    return {**hparams, **read_json(tuned)["values"]}
 
 
 def per_layer(snakemake, files, what: str) -> list[str]:
@@ -76,13 +71,16 @@ def main(snakemake) -> None:
     cases = read_json(snakemake.input.inputs)["cases"]
     if any(c["variant"] != variant for c in cases):
         raise ValueError(f"{snakemake.input.inputs} holds cases of another variant than {variant}")
-    logger.info("%s / %s / layers %s: %d case(s); hparams %s", variant, method, p.layers, len(cases), p.hparams)
     tables = {layer: pd.DataFrame() for layer in p.layers}
     exported = {layer: {} for layer in p.layers}
     replayed = replayed_vectors(snakemake, method)
+    hparams = tuned_hparams(p.hparams, snakemake.input.get("tuned"))
+    logger.info("%s / %s / layers %s: %d case(s); hparams %s", variant, method, p.layers, len(cases), hparams)
     if cases:
         model, tok = load_model(**p.model)  # once for every layer of the job
-        stats, templates = load_stats(snakemake, model, method)
+        stats, templates = method_resources(
+            method, model, snakemake.input.get("stats"), snakemake.input.get("templates")
+        )
         for layer in p.layers:
             with log_stream(snakemake) as progress:
                 rows = run_edit_job(
@@ -91,7 +89,7 @@ def main(snakemake) -> None:
                     cases,
                     method,
                     layer,
-                    p.hparams,
+                    hparams,
                     cache_dir=p.cache[str(layer)],
                     fingerprint=fingerprint(snakemake),
                     progress=progress,

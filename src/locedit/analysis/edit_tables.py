@@ -33,3 +33,40 @@ def collapse_table(edits: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out.loc[out["Problem"].duplicated(), "Problem"] = ""  # each problem once, as the paper prints
     return out
+
+
+#: Localisation features compared in :func:`localizer_table`: (column, label).
+LOCALIZERS = [("trace_effect", "Tracing"), ("zero_effect", "Zeroing"), ("atp_effect", "AtP")]
+
+
+def localizer_table(main: pd.DataFrame, features: pd.DataFrame, metric: str = "rewrite") -> pd.DataFrame:
+    """Per (problem, method): R² of the layer alone, then R² of Layer + feature ("Both") and its
+    gain over the layer ("Diff") for each localisation method that was run: exact tracing,
+    representation zeroing and attribution patching (the cheap first-order estimate). Does a
+    cheaper localisation predict edit success any better or worse?"""
+    frames = [f for f in (main, features) if len(f) and "feature" in f.columns]
+    if not frames:
+        return pd.DataFrame(columns=["Problem", "Method"])
+    reg = pd.concat(frames, ignore_index=True)
+    reg = reg[(reg["metric"] == metric) & (reg["status"] == "ok")]
+    present = [(col, label) for col, label in LOCALIZERS if col in set(reg["feature"])]
+    order = {k: i for i, k in enumerate(list(VARIANTS) + list(METHODS))}
+    cells = sorted({(v, m) for v, m in zip(reg["variant"], reg["method"])},
+                   key=lambda vm: (order.get(vm[0], 99), vm[0], order.get(vm[1], 99), vm[1]))  # fmt: skip
+    rows = []
+    for variant, method in cells:
+        cell = reg[(reg["variant"] == variant) & (reg["method"] == method)].set_index("feature")
+        row = {"Problem": VARIANT_LABELS.get(variant, variant), "Method": METHOD_LABELS.get(method, method)}
+        row["Layer"] = _fmt(cell["r2_layer"].iloc[0])
+        for col, label in present:
+            r = cell.loc[col] if col in cell.index else None
+            row[f"{label} Both"] = _fmt(None if r is None else r["r2_both"])
+            row[f"{label} Diff"] = _fmt(None if r is None else r["r2_diff"])
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out.loc[out["Problem"].duplicated(), "Problem"] = ""
+    return out
+
+
+def _fmt(value) -> str:
+    return "–" if value is None or pd.isna(value) else f"{float(value):.3f}"

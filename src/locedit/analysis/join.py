@@ -12,6 +12,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from locedit.registry.kinds import TRACE_KINDS
 from locedit.registry.variants import VARIANTS
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,10 @@ log = logging.getLogger(__name__)
 EDIT_KEYS = ["case_id", "variant", "method", "layer"]
 TRACE_VALUE_COLUMNS = ["effect_frac_max", "effect_frac_last", "effect_abs_max", "effect_abs_last"]
 
+
+#: Tracing kinds that estimate a restoration (attribution patching): each becomes the
+#: ``{kind}_effect`` / ``{kind}_effect_last`` features of the joined table.
+ESTIMATE_KINDS = [k.name for k in TRACE_KINDS.values() if k.estimates is not None]
 
 def _check_columns(df: pd.DataFrame, needed: list[str], name: str) -> None:
     missing = [c for c in needed if c not in df.columns]
@@ -104,7 +109,8 @@ def build_edit_vs_trace(
     Added columns: ``trace_effect`` (fractional, max over tokens, ``window``), ``trace_effect_last``
     (fractional, last subject token), ``trace_effect_abs``/``trace_effect_abs_last`` (absolute),
     ``trace_effect_w{w}`` (fractional max for every traced window), ``zero_effect`` /
-    ``zero_effect_last`` (representation zeroing, when traced), ``overall_essence_score`` (mean of
+    ``zero_effect_last`` (representation zeroing, when traced), ``atp_effect`` / ``atp_effect_last``
+    (attribution patching's estimate at ``window``, else its first traced window), ``overall_essence_score`` (mean of
     rewrite, paraphrase, neighborhood and essence; Fig. 9 right), ``peak_layer`` and
     ``concentrated`` (App. B heuristic at ``window``).
 
@@ -169,11 +175,22 @@ def build_edit_vs_trace(
                 columns={"effect_frac_max": "zero_effect", "effect_frac_last": "zero_effect_last"}
             )
         )
+    for estimate in ESTIMATE_KINDS:  # attribution patching: its effects at the same window
+        rows = tracing[tracing["kind"] == estimate]
+        if len(rows):
+            ew = sorted(int(w) for w in rows["window"].unique())
+            feats.append(
+                trace_curves(tracing, estimate, window if window in ew else ew[0])[
+                    ["effect_frac_max", "effect_frac_last"]
+                ].rename(columns={"effect_frac_max": f"{estimate}_effect",
+                                  "effect_frac_last": f"{estimate}_effect_last"})  # fmt: skip
+            )
     features = pd.concat(feats, axis=1).reset_index()
     df = df.merge(features, on=["case_id", "layer"], how="left", validate="many_to_one")
-    if "zero_effect" not in df.columns:
-        df["zero_effect"] = np.nan
-        df["zero_effect_last"] = np.nan
+    for name in ["zero", *ESTIMATE_KINDS]:
+        if f"{name}_effect" not in df.columns:
+            df[f"{name}_effect"] = np.nan
+            df[f"{name}_effect_last"] = np.nan
 
     conc = concentrated_cases(trace_curves(tracing, kind, window), rel_threshold, max_other_layers)[
         ["case_id", "peak_layer", "concentrated"]

@@ -33,6 +33,7 @@ FEATURE_LABELS = {
     "trace_effect_last": "Tracing Effect (last subject token)",
     "trace_effect_abs_last": "Absolute Tracing Effect (last subject token)",
     "zero_effect": "Zeroing Effect (fraction, max over tokens)",
+    "atp_effect": "AtP Effect (first-order estimate, max over tokens)",
 }
 
 

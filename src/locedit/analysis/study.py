@@ -8,7 +8,7 @@
 - ``concentrated``: the main models on the App. B concentrated subset.
 - ``windows``: the main models with the trace effect of each traced window (Fig. 12).
 - ``features``: the main models with the alternative localisation features (last subject token,
-  absolute effect, representation zeroing; Figs 14, 16, 21).
+  absolute effect, representation zeroing; Figs 14, 16, 21) and attribution patching's estimate.
 """
 
 from __future__ import annotations
@@ -19,14 +19,18 @@ import re
 import pandas as pd
 
 from locedit.analysis import METRICS
+from locedit.analysis.join import ESTIMATE_KINDS
 from locedit.analysis.regression import GROUP_KEYS, cell_frame, fit_all, layer_correlations
 from locedit.analysis.robust import ROBUST_COLUMNS, RobustSettings, robust_cell
 from locedit.seeds import cell_seed
 
 log = logging.getLogger(__name__)
 
-# Alternative localisation features regressed like trace_effect (Figs 14, 16, 21).
-ALT_FEATURES = ["trace_effect_last", "trace_effect_abs_last", "zero_effect"]
+# Alternative localisation features regressed like trace_effect (Figs 14, 16, 21), and beyond
+# the paper each attribution-patching estimate of the tracing effect.
+ALT_FEATURES = ["trace_effect_last", "trace_effect_abs_last", "zero_effect"] + [
+    f"{k}_effect" for k in ESTIMATE_KINDS
+]
 CORR_FEATURES = [
     "trace_effect",
     "trace_effect_last",
@@ -34,7 +38,7 @@ CORR_FEATURES = [
     "trace_effect_abs_last",
     "zero_effect",
     "zero_effect_last",
-]
+] + [f"{k}_effect{s}" for k in ESTIMATE_KINDS for s in ("", "_last")]
 
 
 def window_columns(df: pd.DataFrame) -> dict[int, str]:

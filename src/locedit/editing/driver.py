@@ -260,3 +260,16 @@ def collect_shards(paths: Sequence[str | Path]) -> pd.DataFrame:
     if dup.any():
         raise ValueError(f"duplicate edits in the shards: {df.loc[dup, ['case_id', 'variant', 'method', 'layer']].head()}")
     return df.sort_values(["variant", "method", "layer", "case_id"], ignore_index=True)
+
+
+def method_resources(method: str, model, stats_dir, templates_path) -> tuple:
+    """``(covariance statistics, context templates)`` a method's edits read (``(None, [])`` for
+    methods without them, and for replays, which read their source's u)."""
+    spec = get_method(method)
+    if not spec.needs_stats or spec.reuses:
+        return None, []
+    from locedit.editing.covariance import CovarianceStore
+    from locedit.io import read_json
+
+    stats = CovarianceStore.from_dir(stats_dir, model=model)
+    return stats, read_json(templates_path)[spec.templates]

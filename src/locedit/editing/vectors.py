@@ -56,5 +56,6 @@ def read_edit_vectors(path: str | os.PathLike) -> dict[int, tuple[Vectors, float
     names = [k for k in data if k not in ("case_id", "opt_seconds")]
     out = {}
     for row, case_id in enumerate(data["case_id"].tolist()):
-        out[int(case_id)] = ({n: data[n][row] for n in names}, float(data["opt_seconds"][row]))
+        # clone: a fresh (aligned) tensor per fact; BLAS rounds a misaligned row view differently
+        out[int(case_id)] = ({n: data[n][row].clone() for n in names}, float(data["opt_seconds"][row]))
     return out

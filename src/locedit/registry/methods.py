@@ -146,6 +146,8 @@ def config_problems(editing: Mapping, n_layers: int | None = None) -> list[str]:
         problems.append(f"editing.run_methods: {unregistered} are not registered methods "
                         f"(locedit.registry: {list(METHODS)})")
     problems += _hparam_problems(editing)
+    if editing.get("tuning", {}).get("enabled"):
+        problems += _tuning_problems(editing)
     if n_layers is not None and editing["stats"]["layers"] != "all":
         problems += _stats_coverage(editing, n_layers)
     return problems
@@ -173,6 +175,31 @@ def _hparam_problems(ed: Mapping) -> list[str]:
             except (TypeError, ValueError) as err:
                 problems.append(f"{err} (variant {variant})")
     return sorted(set(problems))
+
+
+def _tuning_problems(ed: Mapping) -> list[str]:
+    """Every tuned section (each run method's, and its replayed source's) has a grid, and each
+    candidate resolves for each run variant."""
+    from itertools import product
+
+    tuning, problems = ed["tuning"], []
+    jobs = set(ed["run_methods"]) | set(vector_sources(ed["run_methods"]))
+    owners = sorted({METHODS[m].config_section for m in jobs if m in METHODS})
+    for name in owners:
+        grid = tuning["grids"].get(name)
+        if not grid:
+            problems.append(f"editing.tuning.grids.{name}: missing (tuning.enabled tunes every run method)")
+            continue
+        spec = METHODS[name]
+        for values in product(*grid.values()):
+            candidate = dict(zip(grid, values))
+            for variant in ed["variants"]:
+                try:
+                    spec.resolve({**merge_variant(ed["methods"].get(name), variant), **candidate})
+                except (TypeError, ValueError) as err:
+                    problems.append(f"editing.tuning.grids.{name}: candidate {candidate}: {err}")
+                    break
+    return problems
 
 
 def _stats_coverage(ed: Mapping, n_layers: int) -> list[str]:

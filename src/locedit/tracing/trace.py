@@ -41,6 +41,8 @@ from locedit.kernels import fused_activations
 from locedit.data.records import subject_token_range
 from locedit.scoring import encode_prompt_target
 from locedit.layer_windows import window_bounds
+from locedit.registry.kinds import TRACE_KINDS as TRACE_KINDS_REGISTRY
+from locedit.tracing.attribution import attribution_grid, attribution_terms
 from locedit.tracing.batching import KIND_COMPONENT, Patch, replay_patches
 from locedit.tracing.passes import SuffixArgs, SuffixArgsCache, cached_forward
 from locedit.seeds import fact_seed  # noqa: F401  (re-exported: the tracing API)
@@ -169,6 +171,7 @@ class FactTracer:
         self.p_clean = float(self._probs(self.clean.logits).mean())
         self.p_noised = float(self._probs(self.noised.logits).mean())
         self.tokens = [tokenizer.decode([t]) for t in self.prompt_ids]
+        self._atp_terms: dict[str, torch.Tensor] = {}  # attribution terms per restored kind
 
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
         """``[rows]`` target-sequence probabilities from the read positions' logits
@@ -226,6 +229,24 @@ class FactTracer:
             self.samples,
             self.seed,
         )
+
+    def attribute(self, window: int = 5, kind: str = "atp") -> TraceResult:
+        """Attribution patching's estimate of :meth:`restore` for the kind ``kind`` estimates
+        (:mod:`locedit.tracing.attribution`): one forward and backward pass per fact, shared by
+        every window."""
+        exact = TRACE_KINDS_REGISTRY[kind].estimates
+        if exact is None:
+            raise ValueError(f"tracing kind {kind!r} is not an attribution estimate")
+        if exact not in self._atp_terms:
+            self._atp_terms[exact] = attribution_terms(
+                self.model, self.input_ids, self.subject_range, self.noise, self.target_ids,
+                component=KIND_COMPONENT[exact],
+            )  # fmt: skip
+        grid = attribution_grid(
+            self._atp_terms[exact], window, len(self.prompt_ids), self.subject_range[0], self.p_noised
+        )
+        return TraceResult(kind, window, self.p_clean, self.p_noised, grid, self.subject_range,
+                           self.tokens, self.noise_std, self.samples, self.seed)  # fmt: skip
 
     def _first_layer_state(self, kind: str, t: int, a: int):
         """The restored run's output of block ``a`` (positions ``t..``) without running it, or
