@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from locedit.registry.kinds import TRACE_KINDS
 from locedit.registry.methods import Method, get_method
 from locedit.registry.variants import ERROR_INJECTION, VARIANTS
 from locedit.editing.driver import run_edit_job
@@ -93,7 +94,7 @@ def plot_trace(result: TraceResult, path: str | os.PathLike | None = None) -> pl
     fig, ax = plt.subplots(figsize=(0.35 * n_layers + 2.5, 0.3 * rows + 1.5))
     s0, s1 = result.subject_range
     labels = [repr(t)[1:-1] + ("*" if s0 <= i < s1 else "") for i, t in enumerate(result.tokens)]
-    sns.heatmap(result.restored, ax=ax, cmap={"mlp": "Greens", "attn": "Reds"}.get(result.kind, "Purples"),
+    sns.heatmap(result.restored, ax=ax, cmap=TRACE_KINDS[result.kind].cmap if result.kind in TRACE_KINDS else "Purples",
                 xticklabels=[str(c + 1) for c in range(n_layers)], yticklabels=labels,
                 cbar_kws={"label": "p(target)", "format": "%.2g"})
     ax.set_xlabel(f"Center of {result.window} restored layers" if result.window > 1 else "Layer")

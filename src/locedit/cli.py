@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 import yaml
 
+from locedit.registry.kinds import TRACE_KINDS
 from locedit.registry.methods import METHODS
 from locedit.registry.variants import ERROR_INJECTION, VARIANTS
 
@@ -40,7 +41,9 @@ def main() -> None:
 @click.option("--prompt", required=True, help='Template with {} for the subject.')
 @click.option("--subject", required=True)
 @click.option("--target", required=True, help="The answer whose probability is traced.")
-@click.option("--kind", default="mlp", show_default=True, type=click.Choice(["mlp", "attn", "hidden"]))
+@click.option("--kind", default="mlp", show_default=True,
+              type=click.Choice([k for k in TRACE_KINDS if k != "zero"]),
+              help="restoration (mlp, attn, hidden) or its attribution-patching estimate (atp*)")
 @click.option("--window", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--samples", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--noise-std", type=float, default=None, help="Default: 3 x the subject embeddings' std.")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from locedit.adapters import module_for
+from locedit.adapters import module_for, untuple
 from locedit.hooks import forward_hooks
 from locedit.noise import subject_noise_hook
 from locedit.tracing.attribution import attribution_grid, attribution_terms
@@ -25,24 +25,24 @@ def tracer(tiny_gpt2, tiny_tokenizer, counterfact_records):
                       noise_std=0.5, samples=4, seed=3)  # fmt: skip
 
 
-def _partially_restored(tracer, layer: int, token: int, eps: float) -> float:
-    """Exact: mean target probability of the noised runs with the MLP output at (token, layer)
-    moved a fraction ``eps`` of the way to its clean value."""
+def _partially_restored(tracer, layer: int, token: int, eps: float, component: str = "mlp") -> float:
+    """Exact: mean target probability of the noised runs with the ``component`` output at
+    (token, layer) moved a fraction ``eps`` of the way to its clean value."""
     model, samples = tracer.model, tracer.samples
-    mlp = module_for(model, "mlp", layer)
+    mlp = module_for(model, component, layer)
     clean = {}
 
     def keep(module, inputs, output):
-        clean["a"] = output[0, token].detach().clone()
+        clean["a"] = untuple(output)[0, token].detach().clone()
 
     ids = tracer.input_ids
     with torch.no_grad(), forward_hooks([(mlp, keep)]):
         model(input_ids=ids, use_cache=False)
 
     def move(module, inputs, output):
-        output = output.clone()
-        output[:, token] += eps * (clean["a"] - output[:, token])
-        return output
+        hidden = untuple(output).clone()
+        hidden[:, token] += eps * (clean["a"] - hidden[:, token])
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     hooks = [(module_for(model, "embed"), subject_noise_hook(tracer.subject_range, tracer.noise)),
              (mlp, move)]  # fmt: skip
@@ -53,20 +53,22 @@ def _partially_restored(tracer, layer: int, token: int, eps: float) -> float:
     return float(read.gather(-1, tgt).sum((1, 2)).exp().mean())
 
 
-def test_atp_is_the_exact_effect_to_first_order(tracer):
-    """Scaling the clean − noised difference by ε → 0, exact effect / (ε · AtP term) → 1."""
+@pytest.mark.parametrize("component", ["mlp", "attn", "block"])
+def test_atp_is_the_exact_effect_to_first_order(tracer, component):
+    """Scaling the clean − noised difference by ε → 0, exact effect / (ε · AtP term) → 1, for
+    the MLP, attention and block (hidden state) outputs."""
     terms = attribution_terms(tracer.model, tracer.input_ids, tracer.subject_range, tracer.noise,
-                              tracer.target_ids)  # fmt: skip
+                              tracer.target_ids, component=component)  # fmt: skip
     mean = terms.mean(0)[tracer.subject_range[0]:len(tracer.prompt_ids)]
     # the three cells AtP ranks highest (a random model's effects are tiny elsewhere)
     top = torch.topk(mean.abs().flatten(), 3).indices.tolist()
     for flat in top:
         token, layer = tracer.subject_range[0] + flat // tracer.n_layers, flat % tracer.n_layers
         estimate = float(terms[:, token, layer].mean())
-        base = _partially_restored(tracer, layer, token, 0.0)
+        base = _partially_restored(tracer, layer, token, 0.0, component)
         errors = []
         for eps in (1e-1, 1e-2, 1e-3):
-            exact = _partially_restored(tracer, layer, token, eps) - base
+            exact = _partially_restored(tracer, layer, token, eps, component) - base
             errors.append(abs(exact / (eps * estimate) - 1))
         # first-order convergence: the error shrinks with ε (about tenfold per step here)
         assert errors[2] < 1e-3 and errors[2] < errors[1] < errors[0], (token, layer, errors)
@@ -85,6 +87,9 @@ def test_atp_grid_sums_layers_over_the_window_and_is_exact_before_the_subject(tr
     assert one[t] == pytest.approx(tracer.p_noised + terms[t], rel=1e-12)
     with pytest.raises(ValueError, match="not an attribution"):
         tracer.attribute(window=3, kind="mlp")
+    for kind, component in (("atp_attn", "attn"), ("atp_hidden", "block")):  # one pass each
+        assert tracer.attribute(window=3, kind=kind).kind == kind
+        assert set(tracer._atp_terms) >= {"mlp", component.replace("block", "hidden")}
 
 
 def test_atp_agrees_with_exact_restoration_at_full_scale(tracer):

@@ -63,16 +63,7 @@ def test_job_restores_weights_bit_exact(tiny_gpt2, tiny_tokenizer, counterfact_r
 
 
 def test_rome_job_restores_weights_bit_exact(tiny_gpt2, tiny_tokenizer, counterfact_records):
-    pytest.importorskip("locedit.editing.rome")
-    from locedit.adapters import edit_weight, n_layers
-    from locedit.editing.covariance import CovarianceStore
-
-    d = edit_weight(tiny_gpt2, 0).shape[0]  # Conv1D: [d_mlp, d_model]
-    g = torch.Generator().manual_seed(0)
-    mats = {}
-    for layer in range(n_layers(tiny_gpt2)):
-        a = torch.randn(d, 4 * d, generator=g)
-        mats[layer] = a @ a.T / (4 * d) + 0.1 * torch.eye(d)
+    stats = _random_stats(tiny_gpt2)
     state = _state(tiny_gpt2)
     cases = _cases(tiny_gpt2, tiny_tokenizer, counterfact_records[:1], ["error_injection"])
     # A random tiny model needs ROME's weight decay off for v* to move (as in test_rome).
@@ -80,7 +71,7 @@ def test_rome_job_restores_weights_bit_exact(tiny_gpt2, tiny_tokenizer, counterf
     for method in ("rome", "memit"):
         df = run_edit_job(
             tiny_gpt2, tiny_tokenizer, cases, method, 1, hp,
-            stats=CovarianceStore.from_matrices(mats), context_templates=["{}", "Hello. {}"],
+            stats=stats, context_templates=["{}", "Hello. {}"],
         )  # fmt: skip
         _assert_same(tiny_gpt2, state)
         assert df["rewrite_post"].iloc[0] != df["rewrite_pre"].iloc[0]

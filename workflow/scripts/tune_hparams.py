@@ -7,7 +7,6 @@ every candidate's mean scores and the chosen values (locedit.editing.tuning).
 
 import logging
 
-import pandas as pd
 import torch
 
 from locedit.editing.driver import method_resources, run_edit_job

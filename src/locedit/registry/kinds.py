@@ -31,6 +31,8 @@ TRACE_KINDS: Mapping[str, TraceKind] = _by_name(
     TraceKind("attn", "Attention", "Reds", "attn"),
     TraceKind("zero", "Zeroing", "Blues", None),
     TraceKind("atp", "MLP, attribution patching", "Oranges", None, estimates="mlp"),
+    TraceKind("atp_attn", "Attention, attribution patching", "Oranges", None, estimates="attn"),
+    TraceKind("atp_hidden", "Hidden state, attribution patching", "Oranges", None, estimates="hidden"),
 )
 
 

@@ -7,7 +7,8 @@ For every estimating kind (``atp``) and every window traced both ways, per fact:
 * ``peak_exact`` / ``peak_estimate``: the layer where each one's ``effect_frac_max`` peaks.
 
 The summary gives, per (kind, window), the facts compared, the median and quartiles of
-``rho_cells`` and how often the peak layers coincide (or lie within one layer).
+``rho_cells``, how often the peak layers coincide (or lie within one layer) and the rank
+correlation of the two peak layers across facts.
 """
 
 from __future__ import annotations
@@ -75,8 +76,16 @@ def agreement_summary(table: pd.DataFrame) -> pd.DataFrame:
             "ρ quartiles": f"{rho.quantile(0.25):.3f} – {rho.quantile(0.75):.3f}" if len(rho) else "–",
             "same peak layer": f"{100 * (gap == 0).mean():.1f}%" if len(gap) else "–",
             "peak within 1 layer": f"{100 * (gap <= 1).mean():.1f}%" if len(gap) else "–",
+            "ρ of peak layers (facts)": _rank_corr(both["peak_exact"], both["peak_estimate"]),
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _rank_corr(x: pd.Series, y: pd.Series) -> str:
+    """Spearman ρ across facts, or a dash where it is undefined (constant or < 3 facts)."""
+    if len(x) < 3 or x.nunique() < 2 or y.nunique() < 2:
+        return "–"
+    return f"{spearmanr(x, y).statistic:.3f}"
 
 
 def plot_agreement(table: pd.DataFrame, n_layers: int) -> plt.Figure:

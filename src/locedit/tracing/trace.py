@@ -387,6 +387,8 @@ def trace_fact(
         seed=seed,
         row_budget=row_budget,
     )
+    if kind in TRACE_KINDS_REGISTRY and TRACE_KINDS_REGISTRY[kind].estimates is not None:
+        return tracer.attribute(window, kind)  # attribution patching's estimate
     return tracer.restore(kind, window)
 
 
