@@ -99,7 +99,7 @@ def blocks(root: Path, res: Path) -> dict[str, str]:
     work = float(edits["edit_seconds"].sum() + edits["eval_seconds"].sum())
     out["edit_time"] = (
         "Of the edit jobs' time, the edits themselves (`edit_seconds` in `edits.parquet`) take "
-        + ", ".join(f"{m.upper()} {per_method[m]:.0f} s" for m in order)
+        + ", ".join(f"{METHODS[m].label} {per_method[m]:.0f} s" for m in order)
         + f"; evaluation {edits['eval_seconds'].sum():.0f} s; the rest, {(job_s - work) / n_jobs:.1f} s per "
         f"job, is start-up (imports and model loading): {len(edits) / job_s:.2f} edits per job-second. "
         f"The run gives {len(facts)} records, {int(facts['is_correct'].sum())} of which the toy model "

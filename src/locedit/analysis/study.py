@@ -85,7 +85,9 @@ def run_study(
     out = {}
     main = fit_all(df, "trace_effect", metrics, min_rows).assign(window=window, subset="all")
     out["main"] = add_robust(main, df, robust)
-    out["layer_correlations"] = layer_correlations(df, CORR_FEATURES, metrics).assign(window=window)
+    # features of localisations the run did not trace (all NaN) have no correlations to report
+    corr = [f for f in CORR_FEATURES if f in df.columns and df[f].notna().any()]
+    out["layer_correlations"] = layer_correlations(df, corr, metrics).assign(window=window)
     rmetrics = [m for m in robustness_metrics if m in metrics] or metrics
     conc = df[df["concentrated"]]
     out["concentrated"] = fit_all(conc, "trace_effect", rmetrics, min_rows).assign(
