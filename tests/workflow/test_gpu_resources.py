@@ -46,6 +46,7 @@ def listing_resources(text: str) -> dict[str, set[str]]:
 def test_model_jobs_hold_a_gpu_only_under_cuda(tmp_path, device, gpus):
     cfg = orchestration_config()
     cfg["model"]["device"] = device
+    cfg["editing"]["tuning"] = {"enabled": True}  # so every model-loading rule is planned
     path = prepare_workdir(tmp_path, cfg)
     proc = run(tmp_path, "-n", "--nolock", "--cores", "4", configfile=path)
     res = listing_resources(proc.stdout + proc.stderr)

@@ -24,6 +24,7 @@ def test_tuning_stage_chooses_and_edit_jobs_use_the_choice(tmp_path, tmp_path_fa
     workdir = tmp_path / "run"
     shutil.copytree(reference_run(tmp_path_factory), workdir, symlinks=True)
     cfg = orchestration_config()
+    cfg["editing"]["variants"] = ["error_injection"]  # a third of the jobs
     cfg["editing"]["tuning"] = {"enabled": True, "n_facts": 3, "layer": 1, "grids": GRIDS,
                                 "selection": {"max_rewrite": 0.99, "max_neighborhood_drop": 0.5}}  # fmt: skip
     path = write_config(workdir, cfg)

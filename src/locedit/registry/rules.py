@@ -14,6 +14,7 @@ MODEL_RULES = (
     "prepare_edit_inputs",
     "edit_facts",
     "edit_facts_exporting_vectors",
+    "tune_hparams",
 )
 
 #: The rules of edit jobs (one rule, and its copy for methods whose vectors are replayed).
