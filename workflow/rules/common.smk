@@ -18,7 +18,7 @@ from locedit.planning import cuda_present, export_package_path
 export_package_path(Path(workflow.basedir, "src"))
 # The study's vocabulary (locedit.registry), shared by every rule file.
 from locedit.registry.analysis import FIGURES, figures_of
-from locedit.registry.methods import METHODS, get_method, vector_sources
+from locedit.registry.methods import METHODS, get_method, job_methods, tuned_sections
 from locedit.registry.methods import config_problems as method_config_problems
 from locedit.registry.rules import MODEL_RULES
 from locedit.registry.kinds import estimate_pairs

@@ -48,8 +48,7 @@ def edit_outputs(suffix=".parquet"):
 def edit_job_methods(exporting):
     """Methods with edit jobs (the run methods and the methods whose vectors they replay), those
     whose jobs export vectors (a registered method replays them) or the others."""
-    jobs = set(EDITING["run_methods"]) | set(vector_sources(EDITING["run_methods"]))
-    return sorted(m for m in jobs if m in METHODS and METHODS[m].exports == exporting)
+    return [m for m in job_methods(EDITING["run_methods"]) if METHODS[m].exports == exporting]
 
 
 def method_pattern(methods):

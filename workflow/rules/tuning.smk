@@ -23,7 +23,7 @@ rule tune_hparams:
     benchmark:
         "benchmarks/tune_hparams/{model}/{dataset}/{variant}/{method}.tsv"
     wildcard_constraints:
-        method=method_pattern(tuned_sections()),
+        method=method_pattern(tuned_sections(EDITING["run_methods"])),
     conda:
         "../../envs/locedit.yaml"
     threads: 1

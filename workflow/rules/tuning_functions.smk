@@ -2,13 +2,6 @@
 # so that `snakemake --lint` is clean (no rules and functions in one file).
 
 
-def tuned_sections():
-    """The config sections tuned: each run method's (and its replayed source's), as the method
-    owning the section (r-ROME uses ROME's tuning, whose vectors it replays)."""
-    jobs = set(EDITING["run_methods"]) | set(vector_sources(EDITING["run_methods"]))
-    return sorted({get_method(m).config_section for m in jobs if m in METHODS})
-
-
 def tuning_layer():
     """The 0-indexed layer tuned at (`editing.tuning.layer`; null: the median edit layer)."""
     if TUNING["layer"] is not None:
@@ -21,7 +14,7 @@ def tuning_paths(ext):
     return expand(
         f"{RESULTS}/tuning/{{variant}}/{{method}}.{ext}",
         variant=EDITING["variants"],
-        method=tuned_sections(),
+        method=tuned_sections(EDITING["run_methods"]),
     )
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from locedit.registry.methods import get_method
-from locedit.editing.driver import method_resources, run_edit_job
+from locedit.editing.driver import engine_options, method_resources, run_edit_job
 from locedit.editing.vectors import read_edit_vectors, write_edit_vectors
 from locedit.io import read_json, write_parquet
 from locedit.modeling import load_model
@@ -31,13 +31,6 @@ def fingerprint(snakemake) -> str:
     keys = ("model", "hparams", "engine", "aggregation", "essence", "batch_size", "code")
     settings = {k: getattr(p, k) for k in keys}
     return job_fingerprint(settings, snakemake.input)
-
-
-def engine_options(engine: dict) -> dict | None:
-    """The driver's engine options (None: the per-fact path)."""
-    if not engine["batched"]:
-        return None
-    return {"row_budget": engine["row_budget"], "max_facts": engine["max_facts"]}
 
 
 def tuned_hparams(hparams: dict, tuned: str | None) -> dict:

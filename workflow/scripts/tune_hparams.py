@@ -9,7 +9,7 @@ import logging
 
 import torch
 
-from locedit.editing.driver import method_resources, run_edit_job
+from locedit.editing.driver import engine_options, method_resources, run_edit_job
 from locedit.editing.tuning import SelectionRule, candidate_table, candidates, chosen_values
 from locedit.io import read_json, write_json, write_parquet
 from locedit.modeling import load_model
@@ -35,15 +35,13 @@ def main(snakemake) -> None:
     stats, templates = method_resources(
         w.method, model, snakemake.input.get("stats"), snakemake.input.get("templates")
     )
-    engine = p.engine
-    options = {"row_budget": engine["row_budget"], "max_facts": engine["max_facts"]} if engine["batched"] else None
     results = []
     for values in candidates(p.grid):
         logger.info("%s / %s, layer %d, %d facts: candidate %s", w.variant, w.method, p.layer, len(cases), values)
         with log_stream(snakemake) as progress:
             rows = run_edit_job(
                 model, tok, cases, w.method, int(p.layer), {**p.hparams, **values},
-                progress=progress, engine=options, stats=stats, context_templates=templates,
+                progress=progress, engine=engine_options(p.engine), stats=stats, context_templates=templates,
                 aggregation=p.aggregation, essence_cap=p.essence["cap"],
                 essence_max_tokens=p.essence["max_tokens"], batch_size=p.batch_size,
             )  # fmt: skip

@@ -1,5 +1,6 @@
-"""Tables of per-edit quantities beyond the paper's regressions: how often edits collapse the
-model (``collapsed`` of ``edits.parquet``), per problem, method and edit layer."""
+"""Tables of per-edit quantities beyond the paper's regressions (how often edits collapse the
+model; R² with each localisation method), and the row layout every table shares: problems and
+methods in the paper's order, each problem printed once."""
 
 from __future__ import annotations
 
@@ -8,30 +9,53 @@ import pandas as pd
 from locedit.analysis import METHOD_LABELS, METHODS, VARIANT_LABELS, VARIANTS
 
 
+def paper_order(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``df`` (``variant``, ``method`` columns) in the paper's order, then any others."""
+    v = {k: i for i, k in enumerate(VARIANTS)}
+    m = {k: i for i, k in enumerate(METHODS)}
+    return (
+        df.assign(_v=df["variant"].map(v).fillna(99), _m=df["method"].map(m).fillna(99))
+        .sort_values(["_v", "_m", "variant", "method"])
+        .drop(columns=["_v", "_m"])
+    )
+
+
+def row_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """The ``Problem`` and ``Method`` label columns of ``df``'s rows."""
+    out = pd.DataFrame(
+        {
+            "Problem": df["variant"].map(VARIANT_LABELS).fillna(df["variant"]),
+            "Method": df["method"].map(METHOD_LABELS).fillna(df["method"]),
+        }
+    )
+    # Print each problem once, as the paper does.
+    out.loc[out["Problem"].duplicated(), "Problem"] = ""
+    return out
+
+
+def _percent(value) -> str:
+    return "–" if pd.isna(value) else f"{100 * value:.1f}%"
+
+
 def collapse_table(edits: pd.DataFrame) -> pd.DataFrame:
     """Percent of edits flagged ``collapsed`` per (problem, method) row and 1-indexed edit layer
-    column, plus the row's overall rate and its number of edits; problems and methods in the
-    paper's order (then any others)."""
+    column, plus the row's overall rate and its number of edits."""
     need = {"variant", "method", "layer", "collapsed"}
     if edits.empty or not need <= set(edits.columns):
         return pd.DataFrame(columns=["Problem", "Method"])
     df = edits.assign(collapsed=edits["collapsed"].astype(bool))
-    rates = df.pivot_table(index=["variant", "method"], columns="layer", values="collapsed",
-                           aggfunc="mean", observed=True)  # fmt: skip
-    overall = df.groupby(["variant", "method"], observed=True)["collapsed"].agg(["mean", "size"])
-    order = {k: i for i, k in enumerate(list(VARIANTS) + list(METHODS))}
-    keys = sorted(rates.index, key=lambda vm: (order.get(vm[0], 99), vm[0], order.get(vm[1], 99), vm[1]))
-    rows = []
-    for variant, method in keys:
-        row = {"Problem": VARIANT_LABELS.get(variant, variant), "Method": METHOD_LABELS.get(method, method)}
-        for layer in rates.columns:
-            value = rates.loc[(variant, method), layer]
-            row[f"layer {int(layer) + 1}"] = "–" if pd.isna(value) else f"{100 * value:.1f}%"
-        row["all layers"] = f"{100 * overall.loc[(variant, method), 'mean']:.1f}%"
-        row["n"] = int(overall.loc[(variant, method), "size"])
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    out.loc[out["Problem"].duplicated(), "Problem"] = ""  # each problem once, as the paper prints
+    keys = ["variant", "method"]
+    rates = df.pivot_table(index=keys, columns="layer", values="collapsed", aggfunc="mean",
+                           observed=True)  # fmt: skip
+    layers = [f"layer {int(layer) + 1}" for layer in rates.columns]
+    rates.columns = layers
+    overall = df.groupby(keys, observed=True)["collapsed"].agg(["mean", "size"])
+    cells = paper_order(rates.join(overall).reset_index()).reset_index(drop=True)
+    out = row_labels(cells)
+    for col in layers:
+        out[col] = [_percent(v) for v in cells[col]]
+    out["all layers"] = [_percent(v) for v in cells["mean"]]
+    out["n"] = cells["size"].astype(int).to_numpy()
     return out
 
 
@@ -50,21 +74,16 @@ def localizer_table(main: pd.DataFrame, features: pd.DataFrame, metric: str = "r
     reg = pd.concat(frames, ignore_index=True)
     reg = reg[(reg["metric"] == metric) & (reg["status"] == "ok")]
     present = [(col, label) for col, label in LOCALIZERS if col in set(reg["feature"])]
-    order = {k: i for i, k in enumerate(list(VARIANTS) + list(METHODS))}
-    cells = sorted({(v, m) for v, m in zip(reg["variant"], reg["method"])},
-                   key=lambda vm: (order.get(vm[0], 99), vm[0], order.get(vm[1], 99), vm[1]))  # fmt: skip
-    rows = []
-    for variant, method in cells:
-        cell = reg[(reg["variant"] == variant) & (reg["method"] == method)].set_index("feature")
-        row = {"Problem": VARIANT_LABELS.get(variant, variant), "Method": METHOD_LABELS.get(method, method)}
-        row["Layer"] = _fmt(cell["r2_layer"].iloc[0])
-        for col, label in present:
-            r = cell.loc[col] if col in cell.index else None
-            row[f"{label} Both"] = _fmt(None if r is None else r["r2_both"])
-            row[f"{label} Diff"] = _fmt(None if r is None else r["r2_diff"])
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    out.loc[out["Problem"].duplicated(), "Problem"] = ""
+    cells = paper_order(reg[["variant", "method"]].drop_duplicates()).reset_index(drop=True)
+    by_cell = reg.set_index(["variant", "method", "feature"])
+    out = row_labels(cells)
+    layer = reg.groupby(["variant", "method"])["r2_layer"].first()
+    out["Layer"] = [_fmt(layer[(v, m)]) for v, m in zip(cells["variant"], cells["method"])]
+    for col, label in present:
+        for stat, name in (("r2_both", "Both"), ("r2_diff", "Diff")):
+            out[f"{label} {name}"] = [
+                _fmt(by_cell[stat].get((v, m, col))) for v, m in zip(cells["variant"], cells["method"])
+            ]
     return out
 
 

@@ -166,24 +166,16 @@ def build_edit_vs_trace(
                 columns={"effect_frac_max": f"trace_effect_w{w}"}
             )
         )
-    zero = tracing[tracing["kind"] == "zero"]
-    if len(zero):
-        zw = sorted(zero["window"].unique())
-        zwin = window if window in zw else zw[0]
-        feats.append(
-            trace_curves(tracing, "zero", zwin)[["effect_frac_max", "effect_frac_last"]].rename(
-                columns={"effect_frac_max": "zero_effect", "effect_frac_last": "zero_effect_last"}
-            )
-        )
-    for estimate in ESTIMATE_KINDS:  # attribution patching: its effects at the same window
-        rows = tracing[tracing["kind"] == estimate]
+    # Zeroing and attribution patching: their effects at `window`, else their first traced window.
+    for name in ["zero", *ESTIMATE_KINDS]:
+        rows = tracing[tracing["kind"] == name]
         if len(rows):
-            ew = sorted(int(w) for w in rows["window"].unique())
+            traced = sorted(rows["window"].unique())
             feats.append(
-                trace_curves(tracing, estimate, window if window in ew else ew[0])[
+                trace_curves(tracing, name, window if window in traced else traced[0])[
                     ["effect_frac_max", "effect_frac_last"]
-                ].rename(columns={"effect_frac_max": f"{estimate}_effect",
-                                  "effect_frac_last": f"{estimate}_effect_last"})  # fmt: skip
+                ].rename(columns={"effect_frac_max": f"{name}_effect",
+                                  "effect_frac_last": f"{name}_effect_last"})  # fmt: skip
             )
     features = pd.concat(feats, axis=1).reset_index()
     df = df.merge(features, on=["case_id", "layer"], how="left", validate="many_to_one")

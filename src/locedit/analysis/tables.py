@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from locedit.analysis import METHOD_LABELS, METHODS, VARIANT_LABELS, VARIANTS, reference
-from locedit.analysis.edit_tables import collapse_table, localizer_table
+from locedit.analysis import METHOD_LABELS, VARIANT_LABELS, reference
+from locedit.analysis.edit_tables import collapse_table, localizer_table, paper_order, row_labels
 from locedit.registry.analysis import HEADLINE
 
 R2_TABLES = {3: "rewrite", 4: "paraphrase", 5: "neighborhood", 6: "overall"}
@@ -39,32 +39,10 @@ def fmt_p(p) -> str:
     return f"{p:.0e}" if p < 1e-3 else fmt_num(p)  # 3 decimals would print 0
 
 
-def _order(df: pd.DataFrame) -> pd.DataFrame:
-    v = {k: i for i, k in enumerate(VARIANTS)}
-    m = {k: i for i, k in enumerate(METHODS)}
-    return (
-        df.assign(_v=df["variant"].map(v).fillna(99), _m=df["method"].map(m).fillna(99))
-        .sort_values(["_v", "_m", "variant", "method"])
-        .drop(columns=["_v", "_m"])
-    )
-
-
-def _labels(df: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame(
-        {
-            "Problem": df["variant"].map(VARIANT_LABELS).fillna(df["variant"]),
-            "Method": df["method"].map(METHOD_LABELS).fillna(df["method"]),
-        }
-    )
-    # Print each problem once, as the paper does.
-    out.loc[out["Problem"].duplicated(), "Problem"] = ""
-    return out
-
-
 def r2_table(reg: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Tables 3-6: Layer | Trace | Both | Diff | p (+ n and status) for one outcome metric."""
-    r = _order(reg[reg["metric"] == metric])
-    out = _labels(r)
+    r = paper_order(reg[reg["metric"] == metric])
+    out = row_labels(r)
     out["n"] = r["n"].astype(int).to_numpy()
     for col, name in [
         ("r2_layer", "Layer"),
@@ -121,12 +99,12 @@ def table7(reg: pd.DataFrame) -> pd.DataFrame:
 
 def windows_table(windows: pd.DataFrame, metric: str = "rewrite") -> pd.DataFrame:
     """Fig. 12 in numbers: Layer R² and Diff per tracing window."""
-    r = _order(windows[windows["metric"] == metric])
+    r = paper_order(windows[windows["metric"] == metric])
     wide = r.pivot_table(
         index=["variant", "method"], columns="window", values="r2_diff", sort=False
     ).reset_index()
-    wide = _order(wide)
-    out = _labels(wide)
+    wide = paper_order(wide)
+    out = row_labels(wide)
     for w in [c for c in wide.columns if c not in ("variant", "method")]:
         out[f"Diff (w={w})"] = [fmt_num(v) for v in wide[w]]
     return out.reset_index(drop=True)
@@ -138,9 +116,9 @@ def robust_table(reg: pd.DataFrame, metric: str, alpha: float) -> pd.DataFrame:
     p and the permutation p; ``changes conclusion`` marks disagreements with the F-test."""
     from locedit.analysis.robust import conclusion_changes
 
-    r = _order(conclusion_changes(reg, alpha))
+    r = paper_order(conclusion_changes(reg, alpha))
     r = r[r["metric"] == metric]
-    out = _labels(r)
+    out = row_labels(r)
     out["Diff"] = [fmt_num(v) for v in r["r2_diff"]]
     out["chance Diff"] = [fmt_num(v) for v in r["r2_diff_null_mean"]]
     out["Diff out-of-sample"] = [fmt_num(v) for v in r["cv_r2_diff"]]
@@ -187,8 +165,8 @@ def comparison_table(reg: pd.DataFrame, metric: str) -> pd.DataFrame:
     paper = reference.r2_table(metric)
     ours = reg[reg["metric"] == metric]
     m = paper.merge(ours, on=["variant", "method"], how="outer", suffixes=("_paper", ""))
-    m = _order(m)
-    out = _labels(m)
+    m = paper_order(m)
+    out = row_labels(m)
     for col, name in [("r2_layer", "Layer"), ("r2_trace", "Trace"), ("r2_diff", "Diff")]:
         out[f"{name} paper"] = [fmt_num(v) for v in m[f"{col}_paper"]]
         out[f"{name} run"] = [fmt_num(v) for v in m[col]]

@@ -273,3 +273,10 @@ def method_resources(method: str, model, stats_dir, templates_path) -> tuple:
 
     stats = CovarianceStore.from_dir(stats_dir, model=model)
     return stats, read_json(templates_path)[spec.templates]
+
+
+def engine_options(engine: Mapping) -> dict | None:
+    """``run_edit_job``'s engine options from the ``editing.engine`` config (None: per fact)."""
+    if not engine["batched"]:
+        return None
+    return {"row_budget": engine["row_budget"], "max_facts": engine["max_facts"]}

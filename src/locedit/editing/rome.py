@@ -134,24 +134,27 @@ def _solve(model, layer, hp, stats, context_templates, keys, value, k_p, out_p, 
     else:
         u = k_star.clone()
     u = u / u.norm()
-    denom = torch.dot(k_p, u)
-    right = (value.target - out_p) / denom
-    t2 = time.perf_counter()
+    right, solved = _right_vector(u, k_p, out_p, value.target)
     diag = dict(value.diagnostics)
-    diag.update(
-        {
-            "opt_seconds": opt_seconds,
-            "solve_seconds": t2 - t1,
-            "key_dot_u": float(denom),
-            "right_norm": float(right.norm()),
-            "residual_norm": float((value.target - out_p).norm()),
-        }
-    )
+    diag.update({"opt_seconds": opt_seconds, "solve_seconds": time.perf_counter() - t1, **solved})
     vectors = {
         "u": u, "right": right, "k_star": k_star, "k_prompt": k_p,
         "v_star": value.target, "out_prompt": out_p,
     }  # fmt: skip
     return vectors, diag
+
+
+def _right_vector(u: torch.Tensor, k_p: torch.Tensor, out_p: torch.Tensor, v_star: torch.Tensor):
+    """``right = (v* − W k_p) / (k_pᵀ u)`` ``[d_model]`` (``out_p`` = W k_p) and its diagnostics:
+    the one solve ROME, r-ROME and r-ROME's replay share."""
+    denom = torch.dot(k_p, u)
+    right = (v_star - out_p) / denom
+    diag = {
+        "key_dot_u": float(denom),
+        "right_norm": float(right.norm()),
+        "residual_norm": float((v_star - out_p).norm()),
+    }
+    return right, diag
 
 
 @torch.no_grad()
@@ -259,16 +262,8 @@ def replay_r_rome(model: nn.Module, layer: int, vectors: dict[str, torch.Tensor]
     t0 = time.perf_counter()
     w = edit_weight(model, layer)
     u, k_star, v_star = (vectors[n].to(w.device) for n in REPLAYED)
-    out_p = _down_projection(model, layer, k_star)
-    denom = torch.dot(k_star, u)
-    right = (v_star - out_p) / denom
-    diag = {
-        "opt_seconds": float(opt_seconds),
-        "solve_seconds": time.perf_counter() - t0,
-        "key_dot_u": float(denom),
-        "right_norm": float(right.norm()),
-        "residual_norm": float((v_star - out_p).norm()),
-    }
+    right, solved = _right_vector(u, k_star, _down_projection(model, layer, k_star), v_star)
+    diag = {"opt_seconds": float(opt_seconds), "solve_seconds": time.perf_counter() - t0, **solved}
     replayed = {"u": u, "right": right, "k_star": k_star, "v_star": v_star}
     snapshot, diag = _write(model, layer, replayed, diag)
     del diag["vectors"]  # r-ROME's own edits are not replayed further

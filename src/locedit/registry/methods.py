@@ -135,6 +135,17 @@ def vector_sources(run_methods) -> list[str]:
     return sorted({METHODS[m].reuses for m in run_methods if m in METHODS and METHODS[m].reuses})
 
 
+def job_methods(run_methods) -> list[str]:
+    """The registered methods a run has edit jobs for: its run methods and their vector sources."""
+    return sorted(m for m in set(run_methods) | set(vector_sources(run_methods)) if m in METHODS)
+
+
+def tuned_sections(run_methods) -> list[str]:
+    """The config sections the tuning stage tunes for a run, each named after the method owning
+    it (r-ROME's is ROME's, whose edits it replays)."""
+    return sorted({METHODS[m].config_section for m in job_methods(run_methods)})
+
+
 def config_problems(editing: Mapping, n_layers: int | None = None) -> list[str]:
     """The ``editing`` config section against the registry, one line per problem naming its key:
     run methods not registered, method sections of no registered method, hyperparameters that
@@ -183,9 +194,7 @@ def _tuning_problems(ed: Mapping) -> list[str]:
     from itertools import product
 
     tuning, problems = ed["tuning"], []
-    jobs = set(ed["run_methods"]) | set(vector_sources(ed["run_methods"]))
-    owners = sorted({METHODS[m].config_section for m in jobs if m in METHODS})
-    for name in owners:
+    for name in tuned_sections(ed["run_methods"]):
         grid = tuning["grids"].get(name)
         if not grid:
             problems.append(f"editing.tuning.grids.{name}: missing (tuning.enabled tunes every run method)")

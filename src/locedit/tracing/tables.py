@@ -43,7 +43,6 @@ from transformers import PreTrainedTokenizerBase
 
 from locedit.adapters import n_layers
 from locedit.io import open_checkpoints, read_json, write_json, write_parquet
-from locedit.registry.kinds import TRACE_KINDS
 from locedit.tracing.passes import SuffixArgsCache
 from locedit.tracing.trace import FactTracer, SubjectNotFoundError, TraceResult, ZeroResult
 from locedit.seeds import fact_seed
@@ -200,10 +199,8 @@ def _trace_fact(
         kind, window = run["kind"], int(run["window"])
         if kind == "zero":
             grids.append(zero_frame(cid, tracer.zero(window)))
-        elif TRACE_KINDS[kind].estimates is not None:
-            grids.append(grid_frame(cid, tracer.attribute(window, kind)))
         else:
-            grids.append(grid_frame(cid, tracer.restore(kind, window)))
+            grids.append(grid_frame(cid, tracer.trace(kind, window)))
     o_noise = tracer.o_noise(o_noise_max_tokens)
     row = {
         **row,

@@ -230,6 +230,12 @@ class FactTracer:
             self.seed,
         )
 
+    def trace(self, kind: str = "mlp", window: int = 5) -> TraceResult:
+        """The grid of a run: :meth:`attribute` for an estimating kind, else :meth:`restore`."""
+        if kind in TRACE_KINDS_REGISTRY and TRACE_KINDS_REGISTRY[kind].estimates is not None:
+            return self.attribute(window, kind)
+        return self.restore(kind, window)
+
     def attribute(self, window: int = 5, kind: str = "atp") -> TraceResult:
         """Attribution patching's estimate of :meth:`restore` for the kind ``kind`` estimates
         (:mod:`locedit.tracing.attribution`): one forward and backward pass per fact, shared by
@@ -387,9 +393,7 @@ def trace_fact(
         seed=seed,
         row_budget=row_budget,
     )
-    if kind in TRACE_KINDS_REGISTRY and TRACE_KINDS_REGISTRY[kind].estimates is not None:
-        return tracer.attribute(window, kind)  # attribution patching's estimate
-    return tracer.restore(kind, window)
+    return tracer.trace(kind, window)
 
 
 def zero_fact(
