@@ -105,6 +105,23 @@ def test_planning_refuses_unregistered_methods_and_bad_hparams():
                for p in problems), problems
 
 
+def test_planning_checks_the_tuning_grids_only_when_tuning_is_enabled():
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    ed = cfg["editing"]
+    assert method_problems(ed) == []
+    del ed["tuning"]["grids"]["memit"]
+    ed["tuning"]["grids"]["ft-1"] = {"norm_constraint": [1e-3, -1.0]}
+    ed["tuning"]["grids"]["rome"] = {"kl_facter": [0.5]}  # a typo
+    assert method_problems(ed) == []  # tuning off: the grids are not used
+    ed["tuning"]["enabled"] = True
+    problems = method_problems(ed)
+    assert any(p.startswith("editing.tuning.grids.memit: missing") for p in problems), problems
+    assert any(p.startswith("editing.tuning.grids.ft-1: candidate {'norm_constraint': -1.0}")
+               for p in problems), problems
+    assert any(p.startswith("editing.tuning.grids.rome:") and "kl_facter" in p for p in problems), problems
+    assert not any("{'norm_constraint': 0.001}" in p for p in problems)  # the good candidate passes
+
+
 # --- a toy method, registered from this test only -------------------------------------------
 
 
