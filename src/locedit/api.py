@@ -118,7 +118,8 @@ def edit(
     target_true: str, paraphrases: Sequence[str] = (), neighborhood: Sequence[str] = (),
     variant: str = ERROR_INJECTION.name, hparams: dict | None = None,
     stats_corpus: str | os.PathLike | None = None, noise_std: float | None = None, seed: int = 0,
-    case_id: int = 0,
+    case_id: int = 0, aliases: Sequence[str] = (), descriptions: Sequence[str] = (),
+    reverse: Sequence[str] = (), other_subjects: Sequence[str] = (), generic: Sequence[str] = (),
 ) -> dict:
     """Edit one fact with ``method`` (a name of :data:`locedit.registry.methods.METHODS`) at
     ``layer`` (0-indexed) under the editing problem ``variant``, evaluate it, restore the
@@ -129,6 +130,12 @@ def edit(
     subject). ``seed`` and ``case_id`` seed the essence texts and noise as the workflow does, so
     a record's row here matches its row in ``edits.parquet``. Edits run in the batched engine
     with the workflow's default settings.
+
+    Generalisation probes (:mod:`locedit.editing.probes`), scored when any is given:
+    ``aliases`` / ``descriptions``, the fact's prompt through other names of the subject;
+    ``reverse``, templates whose ``{}`` takes an object and whose answer is the subject;
+    ``other_subjects``, prompts about other subjects of the relation whose answer is neither
+    object; ``generic``, templates naming the subject (``{}``) that ask for neither.
     """
     spec = get_method(method)
     check_variant(variant)
@@ -139,6 +146,12 @@ def edit(
         "paraphrase_prompts": list(paraphrases), "neighborhood_prompts": list(neighborhood),
         "attribute_prompts": [],
     }  # fmt: skip
+    routes = {"alias_prompts": aliases, "description_prompts": descriptions, "reverse_prompts": reverse}
+    record.update({k: list(v) for k, v in routes.items() if v})
+    probes, others = None, {}
+    if any(routes.values()) or other_subjects or generic:
+        probes = {"enabled": True, "other_subjects": len(other_subjects), "generic_prompts": list(generic)}
+        others = {"api": [("", p, "") for p in other_subjects]}  # no subject or object to exclude
     validate_records([record], lm.tok, source="the edit request")
     model, tok = lm.model, lm.tok
     facts = {int(case_id): filter_known_facts(model, tok, [record]).iloc[0].to_dict()}
@@ -152,7 +165,8 @@ def edit(
         o_noise = {int(case_id): tracer.o_noise()}
     out = prepare_inputs(model, tok, [record], facts, variants=[variant], o_noise=o_noise,
                          noise_std=sigma, essence=ESSENCE, seed=seed, only_correct=False,
-                         erasure_only_eligible=False, essence_texts=essence)
+                         erasure_only_eligible=False, essence_texts=essence, probes=probes,
+                         others=others)
     if not out["cases"]:
         raise ValueError(f"{variant} cannot edit this fact: {out['skipped'][0]['reason']}")
     stats, templates = _prerequisites(lm, spec, stats_corpus, seed) if spec.needs_stats else (None, [])

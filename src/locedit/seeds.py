@@ -36,7 +36,7 @@ def cell_seed(seed: int, variant: str, method: str, metric_index: int) -> list[i
 
 #: The fact world's independent random streams (``np.random.default_rng([seed, stream])``), one
 #: per purpose, so that changing one part of the world (say profile lines) leaves the others be.
-WORLD_STREAMS = {"facts": 0x1D, "records": 0x2E, "corpus": 0x3F, "profiles": 0x4B}
+WORLD_STREAMS = {"facts": 0x1D, "records": 0x2E, "corpus": 0x3F, "profiles": 0x4B, "routes": 0x5C}
 
 
 def world_stream(seed: int, purpose: str) -> list[int]:

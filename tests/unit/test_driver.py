@@ -321,6 +321,9 @@ def test_engine_rows_equal_per_fact_rows(tiny_gpt2, tiny_tokenizer, counterfact_
         f64 = run_edit_job(exact, tiny_tokenizer, cases, method, 2, hp, **kw)
         assert len(new) == len(cases) and (new["rewrite_post"] != new["rewrite_pre"]).all()
         for col in scores:
+            if f64[col].isna().all():  # the generalisation probes, off here
+                assert new[col].isna().all() and ref[col].isna().all(), col
+                continue
             err_ref = (ref[col] - f64[col]).abs().max()
             err_new = (new[col] - f64[col]).abs().max()
             floor = 2e-6 + 1e-6 * f64[col].abs().max()

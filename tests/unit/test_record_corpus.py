@@ -50,6 +50,10 @@ RECORD_DEFECTS = [
     ("paraphrases-str", lambda r: r.update(paraphrase_prompts="x"), "paraphrase_prompts: must be a list"),
     ("neighbour-int", lambda r: r.update(neighborhood_prompts=["a", 3]), "neighborhood_prompts: must be a list"),
     ("attribute-null", lambda r: r.update(attribute_prompts=None), "attribute_prompts: must be a list"),
+    ("alias-blank", lambda r: r.update(alias_prompts=["Dani is", " "]), "alias_prompts: must be a list"),
+    ("description-str", lambda r: r.update(description_prompts="x"), "description_prompts: must be a list"),
+    ("reverse-no-slot", lambda r: r.update(reverse_prompts=["The best speaker is"]), "reverse_prompts[0] 'The best speaker is' must contain exactly one '{}'"),
+    ("reverse-not-list", lambda r: r.update(reverse_prompts="The best {} is"), "reverse_prompts: must be a list of templates"),
     ("subject-not-in-tokens", lambda r: _rw(r).update(subject=" "), "requested_rewrite.subject"),
 ]
 

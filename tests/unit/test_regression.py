@@ -299,3 +299,20 @@ def test_pearson_matches_scipy_and_handles_constants():
     assert out["rho_ci_low"] < r < out["rho_ci_high"]
     assert pearson(np.ones(10), y[:10])["status"] == "constant_trace"
     assert pearson(x[:2], y[:2])["status"] == "too_few_rows"
+
+
+def test_wild_bootstrap_of_a_singular_clustered_covariance_is_nan_not_an_error():
+    """An outcome constant outside one fact (a probe known for few facts, at its floor value
+    elsewhere) leaves the clustered covariance of the slopes exactly singular: no Wald
+    statistic to bootstrap, so its p-value is NaN and the other tests still report."""
+    from locedit.analysis.cluster import cluster_wald
+
+    rng = np.random.default_rng(0)
+    y = np.full(24, 2e-8)
+    y[[4, 5]] = [2.578830e-03, 5.186420e-03]
+    d = pd.DataFrame(
+        {"y": y, "x": rng.random(24), "layer": [0, 2, 4, 7] * 6, "case_id": np.repeat(np.arange(6), 4)}
+    )
+    out = cluster_wald(d, 99, 0)
+    assert np.isnan(out["wald_pvalue_wild"]) and out["wald_status"] == "ok"
+    assert 0 <= out["wald_pvalue_cluster"] <= 1

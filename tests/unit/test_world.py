@@ -170,3 +170,83 @@ def test_profile_lines_list_exactly_each_subject_s_objects():
     # The other documents are unchanged, and no held-out sentence appears.
     assert sorted(d for d in corpus if d not in profiles) == sorted(plain)
     assert not set(heldout_sentences(make_facts(cfg, 3))) & set(corpus)
+
+
+ROUTES = {**WORLD, "n_aliases": 8, "n_descriptions": 6, "n_reverse": 10}
+
+
+def _route_names(corpus: list[str]) -> dict[str, str]:
+    """``name -> subject`` for every alias and description, read back from the corpus."""
+    names = {}
+    for d in corpus:
+        if m := re.fullmatch(r"(.+), also known as (.+), is well known\.", d):
+            assert m.group(2) not in names, f"alias {m.group(2)} names two subjects"
+            names[m.group(2)] = m.group(1)
+        if m := re.fullmatch(r"The founder of (\w+) is ([A-Z][a-z]+ [A-Z][a-z]+)\.", d):
+            assert f"the founder of {m.group(1)}" not in names, "an organisation with two founders"
+            names[f"the founder of {m.group(1)}"] = m.group(2)
+    return names
+
+
+def test_routes_resolve_to_the_subject_s_true_object():
+    records, corpus = generate_world(ROUTES, seed=3)
+    names = _route_names(corpus)
+    facts = {(r["requested_rewrite"]["subject"], r["requested_rewrite"]["relation_id"]):
+             r["requested_rewrite"]["target_true"]["str"] for r in records}  # fmt: skip
+    counts = {"alias_prompts": set(), "description_prompts": set(), "reverse_prompts": 0}
+    sentences = [d.split(". ")[-1] for d in corpus]  # without a filler sentence in front
+    for r in records:
+        rw = r["requested_rewrite"]
+        subject, rel, obj = rw["subject"], rw["relation_id"], rw["target_true"]["str"]
+        for key in ("alias_prompts", "description_prompts"):
+            prompts = r.get(key, [])
+            if not prompts:
+                continue
+            counts[key].add(subject)
+            assert len(prompts) == 2
+            for prompt in prompts:  # the route names this subject, no other
+                named = [n for n in names if n.lower() in prompt.lower()]
+                assert [names[n] for n in named] == [subject], (prompt, named)
+                assert subject not in prompt
+            # The trained route states this fact, and no route states another object for it.
+            assert f"{prompts[0]} {obj}." in sentences
+            for other in set(RELATIONS[0].objects + RELATIONS[1].objects) - {obj}:
+                assert f"{prompts[0]} {other}." not in sentences
+        for template in r.get("reverse_prompts", []):
+            counts["reverse_prompts"] += 1
+            stated = [s for s in sentences if s.startswith(template.format(obj) + " ")]
+            assert stated == [f"{template.format(obj)} {subject}."]  # the reverse names one subject
+            assert facts[(subject, rel)] == obj
+    assert len(counts["alias_prompts"]) == 8 and len(counts["description_prompts"]) == 6
+    assert counts["reverse_prompts"] == 10
+    validate_records(records)  # raises on a malformed record
+
+
+ROUTE_FIELDS = ("alias_prompts", "description_prompts", "reverse_prompts")
+
+
+def test_routes_off_leave_the_world_unchanged():
+    off = {**ROUTES, "n_aliases": 0, "n_descriptions": 0, "n_reverse": 0}
+    assert generate_world(off, 3) == generate_world(WORLD, 3)
+    records, _ = generate_world(WORLD, 3)
+    assert not any(k in r for r in records for k in ROUTE_FIELDS)
+    # Routes add documents; the records' CounterFact fields stay as they were.
+    routed, _ = generate_world(ROUTES, 3)
+    assert [{k: v for k, v in r.items() if k not in ROUTE_FIELDS} for r in routed] == records
+
+
+def test_route_repeats_repeat_route_documents_only():
+    _, once = generate_world(ROUTES, 3)
+    _, thrice = generate_world({**ROUTES, "route_repeats": 3}, 3)
+    _, plain = generate_world(WORLD, 3)
+    routes = [d for d in once if d not in set(plain)]
+    assert routes and len(thrice) == len(plain) + 3 * len(routes)
+    assert all(thrice.count(d) == 3 * once.count(d) for d in routes)
+
+
+@pytest.mark.parametrize(
+    "key,value", [("n_aliases", 25), ("n_reverse", 10_000), ("route_repeats", 0)]
+)
+def test_bad_route_count_names_the_key(key, value):
+    with pytest.raises(ValueError, match=key):
+        generate_world({**ROUTES, key: value}, seed=0)

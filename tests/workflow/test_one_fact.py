@@ -68,6 +68,23 @@ def test_api_edit_gives_the_workflow_s_row(study, method):
     for col in ("rewrite_score", "paraphrase_score", "neighborhood_score"):
         assert row[col] == pytest.approx(ours[col], abs=2e-2), col
     assert (row["target"], row["subject"]) == (ours["target"], ours["subject"])
+    if method != "rome":
+        return
+    # Generalisation probes on request: scored beside the same paper metrics. Over-reach prompts:
+    # other subjects of the relation whose answer is neither object.
+    records = json.loads((study / RESULTS / "records.json").read_text())
+    objects = {rw["target_true"]["str"], rw["target_new"]["str"]}
+    others = [r["requested_rewrite"] for r in records if r["requested_rewrite"]["relation_id"] == rw["relation_id"]
+              and r["requested_rewrite"]["target_true"]["str"] not in objects]  # fmt: skip
+    probed = locedit.edit(lm, method, layer, rw["prompt"], rw["subject"], target_new=rw["target_new"]["str"],
+                          target_true=rw["target_true"]["str"], paraphrases=rec["paraphrase_prompts"],
+                          neighborhood=rec["neighborhood_prompts"], hparams=hp, case_id=rec["case_id"],
+                          other_subjects=[o["prompt"].format(o["subject"]) for o in others[:2]],
+                          generic=["{} is a"])  # fmt: skip
+    assert probed["rewrite_score"] == pytest.approx(row["rewrite_score"], rel=1e-6)
+    assert 0 <= probed["overreach_generic_rate"] <= 1 and probed["overreach_generic_new_post"] >= 0
+    assert len(others) >= 2 and 0 <= probed["overreach_other_subjects_rate"] <= 1
+    assert pd.isna(row["overreach_generic"]) and pd.isna(probed["alias_score"])
 
 
 def test_api_trace_and_heatmap(study, tmp_path):

@@ -12,7 +12,7 @@ import yaml
 
 from locedit.registry.rules import EDIT_RULES
 from tests.workflow.helpers import REPO
-from tests.workflow.runs import dry_run_jobs
+from tests.workflow.runs import dry_run_jobs, dry_run_listing
 
 PRESETS = ["config/paper_gptj.yaml", "config/paper_gpt2xl.yaml"]
 MAX_JOBS = 3000
@@ -53,3 +53,17 @@ def test_gpt2xl_preset_has_the_paper_grid():
     assert cfg["model"]["source"] == "gpt2-xl"
     # Paper §1.2: 14 layers {1,5,9,13,17,18,21,25,29,33,37,41,45,48} 1-indexed.
     assert sorted(cfg["editing"]["layers"]) == sorted(list(range(0, 48, 4)) + [17, 47])
+
+
+def test_probes_preset_adds_its_table_and_figure_and_keeps_the_default_apart(tmp_path):
+    """config/probes.yaml plans the probe table and figure, under its own model and world
+    paths; the default plans neither."""
+    listing = dry_run_listing(tmp_path, "--cores", "1", configfile=REPO / "config/probes.yaml")
+    rules = {j["rule"] for j in listing}
+    assert {"write_probe_tables", "plot_probes"} <= rules
+    outputs = " ".join(j["output"] for j in listing)
+    assert "resources/models/toy-routes/config.json" in outputs
+    assert "resources/world/routes/records.json" in outputs
+    assert "resources/models/toy/" not in outputs and "resources/world/records.json" not in outputs
+    default = dry_run_jobs(tmp_path, "--cores", "1", configfile=REPO / "config.yaml")
+    assert default and not {"write_probe_tables", "plot_probes"} & set(default)

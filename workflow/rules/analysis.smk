@@ -9,6 +9,8 @@ from locedit.analysis.tables import TABLE_NAMES
 
 # Table stems: locedit.analysis.tables.TABLE_NAMES; figures: locedit.registry.analysis.FIGURES.
 ANALYSIS_TABLES = TABLE_NAMES
+# The generalisation probes' table (editing.probes on only).
+PROBE_TABLE = "generalisation_probes"
 
 
 rule join_edits_tracing:
@@ -57,7 +59,7 @@ rule fit_regressions:
         mem_mb=2000,
     params:
         window=config["analysis"]["window"],
-        metrics=config["analysis"]["metrics"],
+        metrics=regression_metrics(),
         robustness_metrics=config["analysis"]["robustness_metrics"],
         min_rows=config["analysis"]["min_rows"],
         bootstrap_replicates=config["analysis"]["bootstrap_replicates"],
@@ -176,3 +178,41 @@ rule plot_tracing_windows:
         code=code_hash("workflow/scripts/plot_tracing_windows.py"),
     script:
         "../scripts/plot_tracing_windows.py"
+
+
+rule write_probe_tables:
+    input:
+        table="results/{model}/{dataset}/edit_vs_trace.parquet",
+        main="results/{model}/{dataset}/regression.csv",
+    output:
+        md=f"results/{{model}}/{{dataset}}/analysis/tables/{PROBE_TABLE}.md",
+        tex=f"results/{{model}}/{{dataset}}/analysis/tables/{PROBE_TABLE}.tex",
+        html=report(
+            f"results/{{model}}/{{dataset}}/analysis/tables/{PROBE_TABLE}.html",
+            caption="../report/tables.rst",
+            category="Tables",
+            labels={"table": PROBE_TABLE},
+        ),
+    log:
+        "logs/write_probe_tables/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    params:
+        code=code_hash("workflow/scripts/write_probe_tables.py"),
+    script:
+        "../scripts/write_probe_tables.py"
+
+
+rule plot_probes:
+    input:
+        table="results/{model}/{dataset}/edit_vs_trace.parquet",
+    output:
+        **figure_outputs("plot_probes"),
+    log:
+        "logs/plot_probes/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    params:
+        code=code_hash("workflow/scripts/plot_probes.py"),
+    script:
+        "../scripts/plot_probes.py"

@@ -20,11 +20,26 @@ def figure_outputs(rule_name):
     return out
 
 
+def probes_enabled():
+    return bool(config["editing"]["probes"]["enabled"])
+
+
+def regression_metrics():
+    """analysis.metrics, plus every probe (as an outcome) when editing.probes is on."""
+    from locedit.editing.probes import PROBE_METRICS
+
+    metrics = list(config["analysis"]["metrics"])
+    extra = [m for m in PROBE_METRICS if m not in metrics] if probes_enabled() else []
+    return metrics + extra
+
+
 def analysis_targets():
-    figures = [f"{RESULTS}/figures/{stem}.{ext}" for stem in FIGURES for ext in ("png", "pdf")]
-    tables = [
-        f"{RESULTS}/analysis/tables/{name}.{ext}"
-        for name in ANALYSIS_TABLES
-        for ext in ("md", "tex")
+    figures = [
+        f"{RESULTS}/figures/{stem}.{ext}"
+        for stem, fig in FIGURES.items()
+        if probes_enabled() or not fig.probes
+        for ext in ("png", "pdf")
     ]
+    names = ANALYSIS_TABLES + ([PROBE_TABLE] if probes_enabled() else [])
+    tables = [f"{RESULTS}/analysis/tables/{name}.{ext}" for name in names for ext in ("md", "tex")]
     return [f"{RESULTS}/regression.csv"] + tables + figures

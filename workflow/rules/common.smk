@@ -62,8 +62,10 @@ raise_problems(
 MODEL = config["model"]["name"]
 DATASET = config["dataset"]["name"]
 RESULTS = f"results/{MODEL}/{DATASET}"
-TOY_MODEL_DIR = "resources/models/toy"
-WORLD_DIR = "resources/world"
+# A toy model and its world live under their names, so that a preset with other world settings
+# (config/probes.yaml) never overwrites the default's (resources/models/toy, resources/world).
+TOY_MODEL_DIR = f"resources/models/{MODEL}"
+WORLD_DIR = "resources/world" if DATASET == "synthetic" else f"resources/world/{DATASET}"
 
 
 wildcard_constraints:

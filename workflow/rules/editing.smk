@@ -77,6 +77,7 @@ rule prepare_edit_inputs:
         neighborhood_target=EDITING["neighborhood_target"],
         batch_size=EDITING["batch_size"],
         seed=editing_seed(),
+        probes=EDITING["probes"],
         # Per-record checkpoints (undeclared; a rerun of a killed job resumes from them).
         cache=lambda wildcards: (
             f"results/{wildcards.model}/{wildcards.dataset}/.cache/prepare_edit_inputs/"

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from locedit.editing.inputs import load_shard, prepare_inputs
+from locedit.editing.probes import other_subjects_index
 from locedit.io import read_json, write_json
 from locedit.modeling import load_model
 from locedit.workflow import job_fingerprint, log_stream, setup_logging
@@ -32,6 +33,7 @@ FINGERPRINT_PARAMS = (
     "neighborhood_target",
     "batch_size",
     "seed",
+    "probes",
     "code",
 )
 
@@ -48,6 +50,8 @@ def main(snakemake) -> None:
     if "noise" in snakemake.input.keys():
         noise_std = float(read_json(snakemake.input.noise)["noise_std"])
     essence = {int(k): v for k, v in read_json(snakemake.input.essence).items()}
+    # Over-reach probes ask about other subjects of the relation, anywhere in the dataset.
+    others = other_subjects_index(read_json(snakemake.input.records)) if p.probes["enabled"] else {}
     out = {"cases": [], "skipped": []}
     if records:
         model, tok = load_model(**p.model)
@@ -69,6 +73,8 @@ def main(snakemake) -> None:
                 essence_texts=essence,
                 progress=progress,
                 cache_dir=p.cache,
+                probes=p.probes,
+                others=others,
                 fingerprint=job_fingerprint(
                     {k: getattr(p, k) for k in FINGERPRINT_PARAMS}, snakemake.input
                 ),

@@ -11,15 +11,19 @@ Modules:
 - ``plots``: seaborn figures (read tables only; never a model).
 """
 
+from locedit.editing.probes import PROBE_METRICS
 from locedit.registry import methods, variants
 
-# Outcome metrics regressed on tracing, and the edits.parquet column each one reads.
+# Outcome metrics regressed on tracing, and the edits.parquet column each one reads; the
+# generalisation probes' (NaN unless editing.probes is on) come last, so adding them left the
+# other metrics' analysis seeds (locedit.seeds.cell_seed, by position) as they were.
 METRICS = {
     "rewrite": "rewrite_score",
     "paraphrase": "paraphrase_score",
     "neighborhood": "neighborhood_score",
     "essence": "essence_score",
     "overall": "overall_score",
+    **PROBE_METRICS,
 }
 # Display order and labels of problems and methods: the registry's.
 VARIANTS = list(variants.VARIANTS)

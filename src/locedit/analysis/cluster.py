@@ -75,7 +75,7 @@ def wild_cluster_pvalue(
     order = np.argsort(groups, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(groups[order]) != 0])  # [G] cluster row starts
 
-    def wald(w: np.ndarray) -> np.ndarray:
+    def wald(w: np.ndarray, strict: bool = False) -> np.ndarray:
         # The restricted fit X_r b_r has zero slopes and no residual, so W(y*) = W(v * u_r).
         beta = w @ hat.T  # [B, k]
         e = (w - beta @ X.T)[:, order]  # [B, n] residuals, rows grouped by cluster
@@ -83,9 +83,20 @@ def wild_cluster_pvalue(
         cov = bread @ np.einsum("bgk,bgl->bkl", score, score) @ bread  # [B, k, k]
         rb = beta[:, slopes]  # [B, q]
         rv = cov[:, slopes][:, :, slopes]  # [B, q, q]
-        return np.einsum("bq,bq->b", rb, np.linalg.solve(rv, rb[..., None])[..., 0])
+        try:
+            sol = np.linalg.solve(rv, rb[..., None])[..., 0]
+        except np.linalg.LinAlgError:  # a singular draw: its generalised statistic (pinv)
+            if strict:
+                raise
+            sol = (np.linalg.pinv(rv) @ rb[..., None])[..., 0]
+        return np.einsum("bq,bq->b", rb, sol)
 
-    observed = wald(y[None])[0]
+    # A slope carried by too few clusters can leave the observed clustered covariance exactly
+    # singular (seen with a probe scored on 6 facts): there is no Wald statistic to bootstrap.
+    try:
+        observed = wald(y[None], strict=True)[0]
+    except np.linalg.LinAlgError:
+        return float("nan")
     rng = np.random.default_rng(seed)
     weights = WEBB if G < WEBB_BELOW else np.array([-1.0, 1.0])
     v = rng.choice(weights, size=(reps, G))  # [B, G]

@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 
 from locedit.analysis import METHOD_LABELS, METHODS, METRICS, VARIANT_LABELS, VARIANTS
+from locedit.editing.probes import PROBE_LABELS
 from locedit.analysis.regression import pearson
 from locedit.registry.analysis import HEADLINE
 
@@ -27,6 +28,7 @@ METRIC_LABELS = {
     "overall": "Overall Score",
     "overall_essence": "Overall + Essence",
     "efficacy_magnitude": "Rewrite magnitude p*(new) − p*(true)",
+    **PROBE_LABELS,
 }
 FEATURE_LABELS = {
     "trace_effect": "Tracing Effect (fraction restored, max over tokens)",
@@ -259,7 +261,8 @@ def scores_by_layer(df: pd.DataFrame, metrics: list[str], title: str) -> plt.Fig
                     label=METHOD_LABELS.get(meth, meth),
                 )
                 ax.fill_between(x, mean - se, mean + se, color=palette[meth], alpha=0.2, lw=0)
-            ax.set_ylim(-0.02, 1.02)
+            # Over-reach is a signed difference of probabilities; every other score is in [0, 1].
+            ax.set_ylim(-1.02 if m.startswith("overreach") else -0.02, 1.02)
             ax.set_title(f"{VARIANT_LABELS.get(v, v)} | {METRIC_LABELS[m]}", fontsize=8)
             if i == len(variants) - 1:
                 ax.set_xlabel("Edit layer")

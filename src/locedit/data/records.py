@@ -182,7 +182,12 @@ def subject_token_range(
 
 #: Record fields that are lists of prompt strings: required, and optional (CounterFact has both).
 PROMPT_LISTS = ("paraphrase_prompts", "neighborhood_prompts")
-OPTIONAL_PROMPT_LISTS = ("attribute_prompts", "generation_prompts")
+OPTIONAL_PROMPT_LISTS = (
+    "attribute_prompts", "generation_prompts", "alias_prompts", "description_prompts",
+)  # fmt: skip
+#: Optional lists of templates whose one ``{}`` slot takes an object and whose answer is the
+#: subject (the generalisation probes' reverse direction, :mod:`locedit.data.routes`).
+OPTIONAL_TEMPLATE_LISTS = ("reverse_prompts",)
 
 
 @dataclass(frozen=True)
@@ -256,11 +261,24 @@ def _token_problems(record: dict, tokenizer, limits: LengthLimits | None) -> lis
             f"requested_rewrite.prompt: {fact} tokens + {need - fact} generated/target "
             f"tokens exceed the model's context of {limits.n_ctx}"
         )
-    for key in PROMPT_LISTS + OPTIONAL_PROMPT_LISTS:
-        for i, prompt in enumerate(record.get(key) or []):
-            n = len(encode_prompt(tokenizer, prompt)) + longest_target
+    # Reverse prompts are answered by the subject, filled with either target.
+    subject_len = len(encode_prompt_target(tokenizer, "", rw["subject"])[1])
+    reverse = [
+        (t.format(rw[k]["str"]), subject_len)
+        for t in record.get("reverse_prompts") or []
+        for k in ("target_true", "target_new")
+    ]
+    checks = [
+        (key, [(prompt, longest_target) for prompt in record.get(key) or []])
+        for key in PROMPT_LISTS + OPTIONAL_PROMPT_LISTS
+    ]
+    for key, prompts in checks + [("reverse_prompts", reverse)]:
+        for i, (prompt, answer_len) in enumerate(prompts):
+            n = len(encode_prompt(tokenizer, prompt)) + answer_len
             if n > limits.n_ctx:
-                problems.append(f"{key}[{i}]: {n} tokens with its target exceed the context of {limits.n_ctx}")
+                problems.append(
+                    f"{key}[{i}]: {n} tokens with its target exceed the context of {limits.n_ctx}"
+                )
     return problems
 
 
@@ -282,6 +300,17 @@ def record_problems(
             not isinstance(record[key], list) or not all(_nonempty_str(p) for p in record[key])
         ):
             problems.append(f"{key}: must be a list of non-empty strings")
+    for key in OPTIONAL_TEMPLATE_LISTS:
+        if key not in record:
+            continue
+        if not isinstance(record[key], list):
+            problems.append(f"{key}: must be a list of templates with one '{{}}' slot for an object")
+            continue
+        for i, template in enumerate(record[key]):
+            if not isinstance(template, str):
+                problems.append(f"{key}[{i}]: not a string")
+            elif (why := _template_problem(template)) is not None:
+                problems.append(f"{key}[{i}] {template!r} {why}")
     if tokenizer is not None and not problems:
         problems += _token_problems(record, tokenizer, limits)
     return problems

@@ -44,6 +44,9 @@ documents of generic filler text (a small grammar, sentences opening with "The",
 words never include an object, so filler text carries no facts. The same corpus trains the toy
 model's tokenizer and weights and feeds ROME's covariance statistics.
 
+Aliases, descriptions and reverse statements (opt-in counts, :mod:`locedit.data.routes`) add
+other routes to a subject's facts for the generalisation probes.
+
 Everything is a pure function of the ``world`` config section and the seed (numpy
 ``default_rng``; no global RNG).
 """
@@ -55,6 +58,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from locedit.data.routes import Routes, make_routes, route_documents, route_fields
 from locedit.seeds import world_stream
 
 
@@ -312,8 +316,12 @@ def fact_sentence(template: str, subject: str, obj: str) -> str:
     return f"{template.format(subject)} {obj}."
 
 
-def make_records(facts: list[Fact], world: dict, seed: int) -> list[dict]:
-    """CounterFact-format records, one per fact, shuffled and numbered (module docstring)."""
+def make_records(
+    facts: list[Fact], world: dict, seed: int, routes: Routes | None = None
+) -> list[dict]:
+    """CounterFact-format records, one per fact, shuffled and numbered (module docstring), with
+    the optional route fields of :mod:`locedit.data.routes` where a fact has them."""
+    routes = routes or Routes()
     rng = np.random.default_rng(world_stream(seed, "records"))
     by_rel_obj: dict[tuple[str, str], list[Fact]] = {}
     for f in facts:
@@ -348,13 +356,16 @@ def make_records(facts: list[Fact], world: dict, seed: int) -> list[dict]:
                     prompt_of(g) for g in neighbours[: world["n_neighborhood"]]
                 ],
                 "attribute_prompts": [prompt_of(g) for g in attributes[: world["n_attribute"]]],
+                **route_fields(f, routes),
             }
         )
     order = rng.permutation(len(records))
     return [{"case_id": i, **records[int(j)]} for i, j in enumerate(order)]
 
 
-def make_corpus(facts: list[Fact], world: dict, seed: int) -> list[str]:
+def make_corpus(
+    facts: list[Fact], world: dict, seed: int, routes: Routes | None = None
+) -> list[str]:
     """Training documents (one per line in ``corpus.txt``), in seeded order."""
     rng = np.random.default_rng(world_stream(seed, "corpus"))
     docs = []
@@ -372,6 +383,7 @@ def make_corpus(facts: list[Fact], world: dict, seed: int) -> list[str]:
         n = int(rng.integers(1, 4))
         docs.append(" ".join(filler_sentence(rng) for _ in range(n)))
     docs += profile_documents(facts, world["profiles_per_subject"], seed)
+    docs += route_documents(facts, routes or Routes(), int(world.get("route_repeats", 1)))
     return [docs[i] for i in rng.permutation(len(docs))]
 
 
@@ -409,7 +421,8 @@ def generate_world(world: dict, seed: int) -> tuple[list[dict], list[str]]:
         clash = filler_words & {o.lower() for o in rel.objects}
         assert not clash, f"filler vocabulary contains objects {clash}"
     facts = make_facts(world, seed)
-    return make_records(facts, world, seed), make_corpus(facts, world, seed)
+    routes = make_routes(facts, world, seed, make_subjects)
+    return make_records(facts, world, seed, routes), make_corpus(facts, world, seed, routes)
 
 
 def heldout_sentences(facts: list[Fact]) -> list[str]:

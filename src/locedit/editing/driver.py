@@ -29,6 +29,8 @@ from locedit.registry.methods import get_method
 from locedit.adapters import d_model, n_layers
 from locedit.editing.evaluate import evaluate_case
 from locedit.editing.metrics import edit_scores
+from locedit.editing.probes import COLUMNS as PROBE_COLUMNS
+from locedit.editing.probes import probe_scores
 from locedit.editing.types import restore
 from locedit.editing.variants import build_request, case_noise
 from locedit.editing.vectors import vectors_from_json, vectors_to_json
@@ -42,7 +44,8 @@ logger = logging.getLogger(__name__)
 #: results equal an uninterrupted run's bit for bit. (The per-fact path checkpoints every fact.)
 ENGINE_CHUNK = 256
 
-#: Columns of ``edits.parquet`` in order (the analysis stage builds on exactly these names).
+#: Columns of ``edits.parquet`` in order (the analysis stage builds on exactly these names); the
+#: generalisation probes' are NaN unless ``editing.probes`` is on.
 EDIT_COLUMNS = [
     "case_id", "variant", "method", "layer", "target", "contrast", "subject",
     "rewrite_score", "paraphrase_score", "neighborhood_score", "overall_score", "essence_score",
@@ -50,6 +53,7 @@ EDIT_COLUMNS = [
     "neighborhood_pre", "neighborhood_post", "essence_ppl_pre", "essence_ppl_post",
     "efficacy_success", "efficacy_magnitude", "paraphrase_success", "paraphrase_magnitude",
     "neighborhood_success", "neighborhood_magnitude",
+    *PROBE_COLUMNS,
     "opt_seconds", "update_seconds", "eval_seconds", "edit_seconds", "edited_layers",
 ]  # fmt: skip
 
@@ -131,6 +135,7 @@ def score_edit(
             cap=essence_cap,
         )
     )
+    row.update(probe_scores(case, case["pre"], post, case.get("pre_greedy")))
     opt_s = float(info.get("opt_seconds", edit_seconds))
     row.update(
         {

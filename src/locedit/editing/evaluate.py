@@ -4,7 +4,8 @@ For a case (see :mod:`locedit.editing.variants`) the probes are
 
 * ``rewrite``: the edit prompt ``prompt.format(subject)``, targets y and b (the contrast);
 * ``paraphrase``: every paraphrase prompt, targets y and b;
-* ``neighborhood``: every neighborhood prompt, targets y, b and the neighborhood-score target.
+* ``neighborhood``: every neighborhood prompt, targets y, b and the neighborhood-score target;
+* the generalisation probes' families when the case has them (:mod:`locedit.editing.probes`).
 
 All (prompt, target) rows go through the model together (chunks of ``batch_size`` rows), so a
 CounterFact case (1 + 2 + 10 prompts) costs one forward pass, plus one for the essence texts.
@@ -20,6 +21,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from locedit.editing.essence import perplexities, text_subject_span
+from locedit.editing.probes import probe_rows
 from locedit.noise import noised_subject
 from locedit.data.records import subject_token_range
 from locedit.scoring import gather_target_logprobs, make_batch
@@ -47,7 +49,7 @@ def probe_plan(case: dict) -> list[tuple[str, str, int, str, str]]:
         for role, target in fam_roles.items():
             for i, prompt in enumerate(prompts[fam]):
                 rows.append((fam, role, i, prompt, target))
-    return rows
+    return rows + probe_rows(case)
 
 
 @torch.no_grad()
@@ -58,11 +60,15 @@ def probe_probabilities(
     *,
     noise: torch.Tensor | None = None,
     batch_size: int = 64,
-) -> dict[str, dict[str, list[float]]]:
+    greedy: bool = False,
+):
     """``{family: {role: [p per prompt]}}`` full-sequence target probabilities under the model.
 
     Args:
         noise: fact forcing's ``[n_tokens, d_model]`` subject noise (``None``: clean inputs).
+        greedy: also return ``{family: {role: [hit per prompt]}}``, whether greedy decoding
+            produces the whole target (every target token the argmax given the ones before),
+            from the same forward pass.
     """
     device = next(model.parameters()).device
     rows = probe_plan(case)
@@ -73,6 +79,7 @@ def probe_probabilities(
         keys.append(unique.setdefault((prompt, target, fam), len(unique)))
     pairs = list(unique)
     logps = torch.empty(len(pairs))
+    hits = torch.empty(len(pairs), dtype=torch.bool)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         batch = make_batch(tokenizer, [p for p, _, _ in chunk], [t for _, t, _ in chunk], device)
@@ -84,13 +91,18 @@ def probe_probabilities(
         else:
             logits = model(**fwd).logits  # [rows, pos, vocab]
         logps[start : start + len(chunk)] = gather_target_logprobs(logits, batch).cpu()
+        if greedy:
+            for i, (pos, tgt) in enumerate(zip(batch.read_positions, batch.target_ids)):
+                hits[start + i] = bool((logits[i, pos].argmax(-1).cpu() == torch.tensor(tgt)).all())
     probs = torch.exp(logps.double()).tolist()
     out: dict[str, dict[str, list[float]]] = {}
+    hit: dict[str, dict[str, list[bool]]] = {}
     for (fam, role, _, _, _), k in zip(rows, keys):
         out.setdefault(fam, {}).setdefault(role, []).append(probs[k])
+        hit.setdefault(fam, {}).setdefault(role, []).append(bool(hits[k]))
     for fam in FAMILIES:  # families without prompts still appear
         out.setdefault(fam, {})
-    return out
+    return (out, hit) if greedy else out
 
 
 def _noise_span(

@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from locedit.adapters import d_model
 from locedit.editing.essence import ESSENCE_PROMPT, perplexities, sample_texts
 from locedit.editing.evaluate import probe_probabilities
+from locedit.editing.probes import case_probes
 from locedit.editing.variants import build_case, case_noise, eligibility
 from locedit.seeds import derived_seed
 from locedit.io import checkpointed, open_checkpoints, read_json
@@ -93,6 +94,8 @@ def prepare_inputs(
     progress=None,
     cache_dir: str | Path | None = None,
     fingerprint: str | None = None,
+    probes: dict | None = None,
+    others: Mapping[str, list] | None = None,
 ) -> dict:
     """``{"cases": [...], "skipped": [...]}`` for ``records``.
 
@@ -107,6 +110,9 @@ def prepare_inputs(
             record is done); a rerun after a kill resumes from them.
         fingerprint: identity of the settings, code and inputs the checkpoints belong to;
             checkpoints of another fingerprint are discarded (:func:`locedit.io.open_checkpoints`).
+        probes: the ``editing.probes`` settings; when ``enabled``, each case gets its
+            generalisation probes (:mod:`locedit.editing.probes`) and their pre-edit greedy hits.
+        others: :func:`locedit.editing.probes.other_subjects_index` of the whole dataset.
     """
     cache = open_checkpoints(cache_dir, fingerprint) if cache_dir is not None else None
     dm = d_model(model)
@@ -149,8 +155,23 @@ def prepare_inputs(
                 noise_std=noise_std,
                 seed=seed,
             )
+            if probes and probes["enabled"]:
+                prompts = case_probes(
+                    record,
+                    case,
+                    others or {},
+                    other_subjects=int(probes["other_subjects"]),
+                    generic_prompts=probes["generic_prompts"],
+                )
+                if prompts is not None:
+                    case["probes"] = prompts
             noise = case_noise(case, tok, dm)
-            case["pre"] = probe_probabilities(model, tok, case, noise=noise, batch_size=batch_size)
+            if "probes" in case:
+                case["pre"], case["pre_greedy"] = probe_probabilities(
+                    model, tok, case, noise=noise, batch_size=batch_size, greedy=True
+                )
+            else:
+                case["pre"] = probe_probabilities(model, tok, case, noise=noise, batch_size=batch_size)
             if noise is None:
                 case["essence_ppl_pre"] = float(ess["ppl"])
             else:  # fact forcing: the subject inside the texts is noised too

@@ -19,6 +19,7 @@ class Figure:
     caption: str  #: caption file under workflow/report/
     category: str  #: report category
     cell: tuple[str, str] | None = None  #: (variant, method) it shows, when it shows one
+    probes: bool = False  #: made only when editing.probes is on
 
 
 #: The paper's headline cell (Table 1, Figs. 4, 15): ROME under error injection.
@@ -44,6 +45,7 @@ FIGURES: Mapping[str, Figure] = MappingProxyType({f.stem: f for f in (
     Figure("fig22_zeroing_overall_by_layer", "plot_trace_scatter", "fig22.rst", _TRACE_VS_EDIT, _EI_ROME),
     Figure("fig10_tracing_by_window", "plot_tracing_windows", "fig10.rst", "Tracing"),
     Figure("fig11_peaks_by_window", "plot_tracing_windows", "fig11.rst", "Tracing"),
+    Figure("generalisation_probes", "plot_probes", "probes.rst", "Generalisation probes", probes=True),
 )})  # fmt: skip
 
 
