@@ -71,8 +71,8 @@ def test_api_edit_gives_the_workflow_s_row(study, method):
     if method != "rome":
         return
     # Generalisation probes on request: scored beside the same paper metrics. Over-reach prompts:
-    # other subjects of the relation whose answer is neither object.
-    records = json.loads((study / RESULTS / "records.json").read_text())
+    # other subjects of the relation whose answer is neither object, from the whole world.
+    records = json.loads((study / "resources/world/records.json").read_text())
     objects = {rw["target_true"]["str"], rw["target_new"]["str"]}
     others = [r["requested_rewrite"] for r in records if r["requested_rewrite"]["relation_id"] == rw["relation_id"]
               and r["requested_rewrite"]["target_true"]["str"] not in objects]  # fmt: skip
