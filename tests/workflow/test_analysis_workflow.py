@@ -30,6 +30,17 @@ def _config() -> dict:
     return _merge(cfg, yaml.safe_load(test_cfg.read_text())) if test_cfg.exists() else cfg
 
 
+def _write_upstream(tmp_path, cfg, facts, tracing, edits):
+    """The analysis rules' inputs under the config's results directory: ``(results, its path)``."""
+    results = f"results/{cfg['model']['name']}/{cfg['dataset']['name']}"
+    out = tmp_path / results
+    out.mkdir(parents=True)
+    facts.to_parquet(out / "facts.parquet")
+    tracing.to_parquet(out / "tracing.parquet")
+    edits.to_parquet(out / "edits.parquet")
+    return results, out
+
+
 def _targets(results: str) -> list[str]:
     from locedit.analysis.tables import TABLE_NAMES as tables
     from locedit.registry.analysis import FIGURES as figs
@@ -57,12 +68,7 @@ def test_analysis_rules_run_on_the_reduced_config(tmp_path):
         methods=tuple(cfg["editing"]["run_methods"]),
         seed=2,
     )
-    results = f"results/{cfg['model']['name']}/{cfg['dataset']['name']}"
-    out = tmp_path / results
-    out.mkdir(parents=True)
-    facts.to_parquet(out / "facts.parquet")
-    tracing.to_parquet(out / "tracing.parquet")
-    edits.to_parquet(out / "edits.parquet")
+    results, out = _write_upstream(tmp_path, cfg, facts, tracing, edits)
     configfile = write_config(tmp_path, cfg)
     targets = _targets(results)
     assert len(targets) > 40
@@ -147,12 +153,7 @@ def test_probe_rules_run_with_probes_on(tmp_path):
     rng = np.random.default_rng(0)
     for col in PROBE_METRICS.values():  # probes scored for some edits only, as in a real run
         edits[col] = np.where(rng.random(len(edits)) < 0.7, rng.random(len(edits)), np.nan)
-    results = f"results/{cfg['model']['name']}/{cfg['dataset']['name']}"
-    out = tmp_path / results
-    out.mkdir(parents=True)
-    facts.to_parquet(out / "facts.parquet")
-    tracing.to_parquet(out / "tracing.parquet")
-    edits.to_parquet(out / "edits.parquet")
+    results, out = _write_upstream(tmp_path, cfg, facts, tracing, edits)
     targets = [f"{results}/analysis/tables/generalisation_probes.{e}" for e in ("md", "tex", "html")]
     targets += [f"{results}/figures/generalisation_probes.{e}" for e in ("png", "pdf")]
     rules = ["join_edits_tracing", "fit_regressions", "write_probe_tables", "plot_probes"]
