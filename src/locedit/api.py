@@ -151,7 +151,8 @@ def edit(
     probes, others = None, {}
     if any(routes.values()) or other_subjects or generic:
         probes = {"enabled": True, "other_subjects": len(other_subjects), "generic_prompts": list(generic)}
-        others = {"api": [("", p, "") for p in other_subjects]}  # no subject or object to exclude
+        # Over-reach prompts of the request's relation; no subject or object to exclude.
+        others = {record["requested_rewrite"]["relation_id"]: [("", p, "") for p in other_subjects]}
     validate_records([record], lm.tok, source="the edit request")
     model, tok = lm.model, lm.tok
     facts = {int(case_id): filter_known_facts(model, tok, [record]).iloc[0].to_dict()}

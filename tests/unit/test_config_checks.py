@@ -102,6 +102,9 @@ SCHEMA_DEFECTS = [
     ("analysis.cv_folds", 1, "analysis.cv_folds: 1 is less than the minimum of 2"),
     ("analysis.wild_bootstrap_reps", -1, "analysis.wild_bootstrap_reps: -1 is less than the minimum"),
     ("world.profiles_per_subject", "four", "world.profiles_per_subject: 'four' is not of type"),
+    ("world.n_aliases", -1, "world.n_aliases: -1 is less than the minimum of 0"),
+    ("editing.probes.generic_prompts", ["{} is a", "no slot"],
+     "editing.probes.generic_prompts.1: 'no slot' does not match"),
 ]
 
 

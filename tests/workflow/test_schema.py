@@ -15,7 +15,10 @@ from tests.workflow.helpers import REPO
 from tests.workflow.runs import run
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-CONFIGS = ["config.yaml", ".test/config.yaml", "config/paper_gptj.yaml", "config/paper_gpt2xl.yaml"]
+CONFIGS = [
+    "config.yaml", ".test/config.yaml", "config/paper_gptj.yaml", "config/paper_gpt2xl.yaml",
+    "config/probes.yaml",
+]  # fmt: skip
 
 
 #: Maps of optional overrides (e.g. editing.methods.rome.per_variant.<variant>): their entries and
@@ -118,3 +121,13 @@ def test_bad_engine_settings_are_refused_by_the_schema(key, value, named):
     with pytest.raises(Exception) as err:
         validate(config, str(SCHEMA))
     assert named in str(err.value)
+
+
+def test_analysis_metric_choices_are_the_analysis_metrics():
+    """The schema's outcome-metric choices are locedit.analysis.METRICS (the probes' included),
+    which the schema cannot import: a metric added to one and not the other fails here."""
+    from locedit.analysis import METRICS
+
+    analysis = yaml.safe_load((REPO / "workflow/schemas/analysis.schema.yaml").read_text())
+    for key in ("metrics", "robustness_metrics"):
+        assert analysis["properties"][key]["items"]["enum"] == list(METRICS), key

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from locedit.analysis import METRICS
 from locedit.analysis.edit_tables import paper_order, row_labels
 from locedit.editing.probes import PROBE_LABELS, PROBE_METRICS
 
@@ -105,7 +104,6 @@ def probe_regression_table(main: pd.DataFrame, metric_stat: str = "r2_diff") -> 
 
 def probe_sections(edits: pd.DataFrame, main: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str]]:
     """The sections of ``analysis/tables/generalisation_probes`` (title, frame, note)."""
-    assert set(PROBE_METRICS) <= set(METRICS)
     return [
         (
             "Generalisation probes by edit layer (means)",

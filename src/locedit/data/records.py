@@ -262,10 +262,13 @@ def _token_problems(record: dict, tokenizer, limits: LengthLimits | None) -> lis
             f"tokens exceed the model's context of {limits.n_ctx}"
         )
     # Reverse prompts are answered by the subject, filled with either target.
-    subject_len = len(encode_prompt_target(tokenizer, "", rw["subject"])[1])
+    reverse_templates = record.get("reverse_prompts") or []
+    subject_len = (
+        len(encode_prompt_target(tokenizer, "", rw["subject"])[1]) if reverse_templates else 0
+    )
     reverse = [
         (t.format(rw[k]["str"]), subject_len)
-        for t in record.get("reverse_prompts") or []
+        for t in reverse_templates
         for k in ("target_true", "target_new")
     ]
     checks = [

@@ -65,6 +65,7 @@ class Routes:
     reverse: set[tuple[str, str]] = field(default_factory=set)  # (subject, relation_id)
     # (subject, relation_id) -> template index used to state the fact through alias/description
     route_template: dict[tuple[str, str], int] = field(default_factory=dict)
+    repeats: int = 1  # times each route document is in the corpus
 
     def description(self, subject: str) -> str | None:
         org = self.organisations.get(subject)
@@ -85,11 +86,7 @@ def check_route_config(world: dict, n_subjects: int, n_pairs: int) -> None:
     """
     if int(world.get(REPEATS_KEY, 1)) < 1:
         raise ValueError(f"world.{REPEATS_KEY} must be >= 1, got {world[REPEATS_KEY]}")
-    for key, limit in (
-        ("n_aliases", n_subjects),
-        ("n_descriptions", n_subjects),
-        ("n_reverse", n_pairs),
-    ):
+    for key, limit in zip(ROUTE_KEYS, (n_subjects, n_subjects, n_pairs)):
         value = world.get(key, 0)
         if not 0 <= value <= limit:
             raise ValueError(f"world.{key} must be in [0, {limit}] for this world, got {value}")
@@ -106,7 +103,7 @@ def make_routes(facts: list, world: dict, seed: int, name_words) -> Routes:
     check_route_config(
         world, len(subjects), len({(f.relation.relation_id, f.target_true) for f in facts})
     )
-    routes = Routes()
+    routes = Routes(repeats=int(world.get(REPEATS_KEY, 1)))
     n_alias, n_desc, n_rev = (int(world.get(k, 0)) for k in ROUTE_KEYS)
     if not n_alias + n_desc + n_rev:
         return routes
@@ -140,8 +137,8 @@ def make_routes(facts: list, world: dict, seed: int, name_words) -> Routes:
     return routes
 
 
-def route_documents(facts: list, routes: Routes, repeats: int = 1) -> list[str]:
-    """Corpus documents that state the routes, each ``repeats`` times (unordered; the corpus
+def route_documents(facts: list, routes: Routes) -> list[str]:
+    """Corpus documents that state the routes, each ``routes.repeats`` times (unordered; the corpus
     shuffles them). A fact by name is stated through 3 templates and 4 profile lines; a route
     only through one sentence, so repeating it gives the model comparable exposure."""
     docs = []
@@ -165,7 +162,7 @@ def route_documents(facts: list, routes: Routes, repeats: int = 1) -> list[str]:
             docs.append(
                 f"{REVERSE_TEMPLATES[f.relation.relation_id].format(f.target_true)} {f.subject}."
             )
-    return docs * repeats
+    return docs * routes.repeats
 
 
 def route_fields(f, routes: Routes) -> dict[str, list[str]]:

@@ -383,7 +383,7 @@ def make_corpus(
         n = int(rng.integers(1, 4))
         docs.append(" ".join(filler_sentence(rng) for _ in range(n)))
     docs += profile_documents(facts, world["profiles_per_subject"], seed)
-    docs += route_documents(facts, routes or Routes(), int(world.get("route_repeats", 1)))
+    docs += route_documents(facts, routes or Routes())
     return [docs[i] for i in rng.permutation(len(docs))]
 
 

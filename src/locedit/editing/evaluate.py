@@ -79,7 +79,7 @@ def probe_probabilities(
         keys.append(unique.setdefault((prompt, target, fam), len(unique)))
     pairs = list(unique)
     logps = torch.empty(len(pairs))
-    hits = torch.empty(len(pairs), dtype=torch.bool)
+    hits = torch.empty(len(pairs), dtype=torch.bool) if greedy else None
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         batch = make_batch(tokenizer, [p for p, _, _ in chunk], [t for _, t, _ in chunk], device)
@@ -96,13 +96,16 @@ def probe_probabilities(
                 hits[start + i] = bool((logits[i, pos].argmax(-1).cpu() == torch.tensor(tgt)).all())
     probs = torch.exp(logps.double()).tolist()
     out: dict[str, dict[str, list[float]]] = {}
-    hit: dict[str, dict[str, list[bool]]] = {}
     for (fam, role, _, _, _), k in zip(rows, keys):
         out.setdefault(fam, {}).setdefault(role, []).append(probs[k])
-        hit.setdefault(fam, {}).setdefault(role, []).append(bool(hits[k]))
     for fam in FAMILIES:  # families without prompts still appear
         out.setdefault(fam, {})
-    return (out, hit) if greedy else out
+    if not greedy:
+        return out
+    hit: dict[str, dict[str, list[bool]]] = {}
+    for (fam, role, _, _, _), k in zip(rows, keys):
+        hit.setdefault(fam, {}).setdefault(role, []).append(bool(hits[k]))
+    return out, hit
 
 
 def _noise_span(
