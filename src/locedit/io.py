@@ -86,6 +86,28 @@ def write_checkpoint(cache: Path | None, case_id: int, value: Any) -> None:
         write_json(value, cache / f"case_{case_id}.json")
 
 
+def _chunk_path(cache: Path, case_ids: list[int]) -> Path:
+    # Named by its first and last case and its size: another chunking never reads this file.
+    return cache / f"chunk_{case_ids[0]}-{case_ids[-1]}_{len(case_ids)}.json"
+
+
+def read_chunk(cache: Path | None, case_ids: list[int]) -> list | None:
+    """The checkpointed values of a chunk of cases, in order (None when it is not checkpointed,
+    or there is no cache); a file of other cases is an error, never a silent reuse."""
+    if cache is None or not (path := _chunk_path(cache, case_ids)).exists():
+        return None
+    got = read_json(path)
+    if [int(c) for c in got["case_ids"]] != list(case_ids):
+        raise ValueError(f"{path}: checkpoint of cases {got['case_ids']}, expected {case_ids}")
+    return got["values"]
+
+
+def write_chunk(cache: Path | None, case_ids: list[int], values: list) -> None:
+    """Checkpoint a chunk of cases as one file, renamed into place (all of it or nothing)."""
+    if cache is not None:
+        write_json({"case_ids": list(case_ids), "values": values}, _chunk_path(cache, case_ids))
+
+
 def open_checkpoints(cache: str | os.PathLike, fingerprint: str | None) -> Path:
     """Make ``cache`` the checkpoint directory of ``fingerprint`` and return it.
 
@@ -99,6 +121,9 @@ def open_checkpoints(cache: str | os.PathLike, fingerprint: str | None) -> Path:
             logger.info("discarding checkpoints of other settings in %s", cache)
             shutil.rmtree(cache)
     cache.mkdir(parents=True, exist_ok=True)
+    for tmp in cache.glob(".*.tmp"):  # a write cut off by a kill (atomic_path's temporary)
+        logger.info("removing %s, left by a killed write", tmp)
+        tmp.unlink()
     if fingerprint is not None and not stamp.exists():
         write_text(fingerprint, stamp)
     return cache

@@ -136,8 +136,11 @@ def test_noop_edit_has_neutral_scores(tiny_gpt2, tiny_tokenizer, counterfact_rec
 def test_checkpoints_resume(tiny_gpt2, tiny_tokenizer, counterfact_records, tmp_path, monkeypatch):
     cases = _cases(tiny_gpt2, tiny_tokenizer, counterfact_records[:3], ["error_injection"])
     first = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "ft-1", 1, FT, cache_dir=tmp_path, fingerprint="a")
-    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["case_0.json", "case_1.json", "case_2.json"]
-    (tmp_path / "case_1.json").unlink()  # as if the job had been killed before case 1 finished
+    # the per-fact path checkpoints every case in a file of its own
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [
+        "chunk_0-0_1.json", "chunk_1-1_1.json", "chunk_2-2_1.json"]
+    (tmp_path / "chunk_1-1_1.json").unlink()  # as if the job had been killed before case 1 finished
+    (tmp_path / ".chunk_1-1_1.json.x1y2.tmp").write_text("{")  # a write the kill cut off
     calls = []
     real = ft.apply_ft
 
@@ -148,6 +151,7 @@ def test_checkpoints_resume(tiny_gpt2, tiny_tokenizer, counterfact_records, tmp_
     monkeypatch.setattr(ft, "apply_ft", counting)  # the registry looks the function up per job
     again = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "ft-1", 1, FT, cache_dir=tmp_path, fingerprint="a")
     assert calls == [1]
+    assert not list(tmp_path.glob("*.tmp"))  # the cut-off write is removed, never read
     cols = [c for c in EDIT_COLUMNS if not c.endswith("_seconds")]
     pd.testing.assert_frame_equal(first[cols], again[cols])
     # Other settings (a new fingerprint) never reuse these checkpoints.
@@ -162,12 +166,13 @@ def test_engine_resume_recomputes_a_cut_off_chunk_whole(
     """The batched engine's results depend on which facts share a batch, so a resumed job
     recomputes a partly checkpointed chunk whole: bit-identical to an uninterrupted run, while
     fully checkpointed chunks are reused."""
-    monkeypatch.setattr(driver, "ENGINE_CHUNK", 2)
     cases = _cases(tiny_gpt2, tiny_tokenizer, counterfact_records[:3], ["error_injection"])
-    engine = {"row_budget": 64, "max_facts": 8}
+    engine = {"row_budget": 64, "max_facts": 8, "chunk": 2}
     first = run_edit_job(tiny_gpt2, tiny_tokenizer, cases, "ft-1", 1, FT, cache_dir=tmp_path,
                          fingerprint="a", engine=engine)
-    (tmp_path / "case_1.json").unlink()  # chunk [0, 1] cut off; chunk [2] done
+    # a chunk is one file, written when all of it is done
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["chunk_0-1_2.json", "chunk_2-2_1.json"]
+    (tmp_path / "chunk_0-1_2.json").unlink()  # chunk [0, 1] cut off; chunk [2] done
     batches = []
     real = ft.edit_ft_batch
 

@@ -82,6 +82,8 @@ ORCHESTRATION_OVERRIDES = {
     "editing": {"layers": [1, 3], "run_methods": ["rome", "r-rome", "ft-1"],
                 "variants": ["error_injection", "tracing_reversal", "fact_forcing"],
                 "only_correct": False, "shard_size": 12,
+                # 4 checkpoint chunks per edit job and layer (the resume test reuses some)
+                "engine": {"chunk": 3},
                 "essence": {"n_texts": 2, "max_new_tokens": 10}},
     "analysis": {"window": 3, "bootstrap_replicates": 10, "permutations": 10, "min_rows": 3},
 }

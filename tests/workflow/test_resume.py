@@ -1,10 +1,17 @@
 """``kill -9`` of the whole run in the middle of a long job, then the documented resume command
 (``snakemake --unlock``; ``snakemake --cores N --rerun-incomplete``) finishes with results equal
-to an uninterrupted run, and the killed job resumes from its per-datapoint checkpoints instead
-of starting over."""
+to an uninterrupted run, and the killed job resumes from its checkpoints instead of starting over.
+
+Exact by construction, never by timing: edit jobs checkpoint a chunk of facts as one file renamed
+into place (``editing.engine.chunk``, 3 facts here, so part of a layer is reused). The test
+freezes the whole run (SIGSTOP to its process group) once chunks exist, counts the chunk files
+that the kill will leave, then kills it (SIGKILL); the resumed job must report exactly that many
+reused edits. If the run finished a job between the poll and the freeze, it is thawed and polled
+again."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,31 +21,31 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.workflow.runs import (
     TARGETS, TIMING_COLUMNS, assert_same_results, reference_run, run, run_env, snakemake_cmd,
 )
 
-#: Long jobs checkpoint finished datapoints in hidden cache directories next to their outputs
-#: (``results/.../.cache/...``); the declared output is written atomically at the end.
-CHECKPOINT_GLOB = "results/**/.cache/**/*.json"
-KILL_AFTER_CHECKPOINTS = 2
+#: Edit jobs checkpoint chunks of finished facts in hidden cache directories next to their
+#: outputs (``results/.../.cache/edit_facts/...``); the declared output is written at the end.
+CHUNK_GLOB = "results/*/*/.cache/edit_facts/**/chunk_*.json"
+CHUNK_SIZE = re.compile(r"_(\d+)\.json$")
+KILL_AFTER_CHUNKS = 2
+
+pytestmark = pytest.mark.slow
 
 
-def _checkpoints(workdir: Path) -> dict[Path, int]:
-    return {p: p.stat().st_mtime_ns for p in workdir.glob(CHECKPOINT_GLOB) if p.is_file()}
-
-
-def _running_checkpoints(workdir: Path) -> dict[Path, int]:
-    """Checkpoints of edit jobs whose declared output does not exist yet (jobs cut off)."""
-    out = {}
-    for p, mtime in _checkpoints(workdir).items():
+def _running_chunks(workdir: Path) -> dict[Path, int]:
+    """Per cache directory of a cut-off edit job (its layer's declared output does not exist),
+    the facts in its complete chunk files."""
+    out: dict[Path, int] = {}
+    for p in workdir.glob(CHUNK_GLOB):
         cache = p.parent  # results/{model}/{dataset}/.cache/edit_facts/{variant}/{method}/{layer}/{shard}
-        rel = cache.relative_to(workdir / "results")
-        model, dataset, _, rule, *wild = rel.parts
+        model, dataset, _, _, *wild = cache.relative_to(workdir / "results").parts
         shard_out = workdir / "results" / model / dataset / "editing" / Path(*wild[:-1]) / f"{wild[-1]}.parquet"
-        if rule == "edit_facts" and not shard_out.exists():
-            out[p] = mtime
+        if not shard_out.exists():
+            out[cache] = out.get(cache, 0) + int(CHUNK_SIZE.search(p.name).group(1))
     return out
 
 
@@ -46,6 +53,27 @@ def _incomplete(workdir: Path) -> list[Path]:
     """Outputs Snakemake has marked as being written (its record of running jobs)."""
     marks = workdir / ".snakemake" / "incomplete"
     return [p for p in marks.rglob("*") if p.is_file()] if marks.exists() else []
+
+
+def _freeze_and_kill(proc: subprocess.Popen, workdir: Path, log: Path) -> dict[Path, int]:
+    """Freeze the run once cut-off edit jobs hold KILL_AFTER_CHUNKS chunk files, count them
+    while nothing moves, then SIGKILL; returns the count per cache directory."""
+    deadline = time.time() + 900
+    while True:
+        assert proc.poll() is None, (
+            f"the run ended (rc {proc.returncode}) before edit jobs had checkpointed "
+            f"{KILL_AFTER_CHUNKS} chunks: {log.read_text()[-3000:]}"
+        )
+        assert time.time() < deadline, "no chunk checkpoint appeared within 15 min"
+        if len(list(workdir.glob(CHUNK_GLOB))) >= KILL_AFTER_CHUNKS:
+            os.killpg(proc.pid, signal.SIGSTOP)
+            frozen = _running_chunks(workdir)
+            if frozen and _incomplete(workdir):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return frozen
+            os.killpg(proc.pid, signal.SIGCONT)  # those jobs had finished: look again
+        time.sleep(0.05)
 
 
 def test_kill_9_mid_job_then_resume(tmp_path, tmp_path_factory):
@@ -59,46 +87,38 @@ def test_kill_9_mid_job_then_resume(tmp_path, tmp_path_factory):
         shutil.rmtree(res / "editing", ignore_errors=True)
         shutil.rmtree(res / ".cache", ignore_errors=True)
         (res / "edits.parquet").unlink(missing_ok=True)
-    assert not _checkpoints(workdir)
-    log = (tmp_path / "first_run.log").open("w")
+    assert not list(workdir.glob(CHUNK_GLOB))
+    log_path = tmp_path / "first_run.log"
     # Own process group, so that one killpg takes snakemake and every job it started, as a
     # power loss or a node failure would.
-    proc = subprocess.Popen(snakemake_cmd(workdir, "--cores", "2", *TARGETS, configfile=cfg), cwd=workdir,
-                            stdout=log, stderr=subprocess.STDOUT, env=run_env(),
-                            start_new_session=True)
-    deadline = time.time() + 900
-    try:
-        while True:
-            if len(_running_checkpoints(workdir)) >= KILL_AFTER_CHECKPOINTS and _incomplete(workdir):
-                break
-            assert proc.poll() is None, (
-                f"the run ended (rc {proc.returncode}) before a long job had checkpointed "
-                f"{KILL_AFTER_CHECKPOINTS} datapoints: {(tmp_path / 'first_run.log').read_text()[-3000:]}"
-            )
-            assert time.time() < deadline, "no checkpoint appeared within 15 min"
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        log.close()
-    killed_ckpts = _running_checkpoints(workdir)
-    assert killed_ckpts and _incomplete(workdir), "the kill did not land in the middle of a job"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(snakemake_cmd(workdir, "--cores", "2", *TARGETS, configfile=cfg),
+                                cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=run_env(),
+                                start_new_session=True)
+        try:
+            killed = _freeze_and_kill(proc, workdir, log_path)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert killed and _incomplete(workdir), "the kill did not land in the middle of a job"
+    # A chunk is one file: the kill leaves whole chunks (the size in each name) or none.
+    for cache in killed:
+        for p in cache.glob("chunk_*.json"):
+            got = json.loads(p.read_text())
+            assert len(got["values"]) == int(CHUNK_SIZE.search(p.name).group(1))
 
     # The documented resume command (a stale lock is left by kill -9).
     run(workdir, "--unlock", configfile=cfg)
     run(workdir, "--cores", "2", "--rerun-incomplete", *TARGETS, configfile=cfg)
 
     assert not _incomplete(workdir)
+    assert not list((workdir / "results").rglob("*.tmp")), "a killed write's temporary was left"
     assert assert_same_results(workdir, reference) > 0
-    # Datapoints finished before the kill were reused, not recomputed: the resumed job's log
-    # (rewritten by the resumed job) reports as many reused checkpoints as the kill left.
-    per_job: dict[Path, int] = {}
-    for ckpt in killed_ckpts:
-        per_job[ckpt.parent] = per_job.get(ckpt.parent, 0) + 1
-    for cache, n in per_job.items():
-        rel = cache.relative_to(workdir / "results")  # {model}/{dataset}/.cache/edit_facts/...
-        model, dataset, _, rule, *wild = rel.parts
+    # Chunks finished before the kill were reused, not recomputed: the resumed job's log
+    # (rewritten by the resumed job) reports exactly the facts of the chunks the kill left.
+    for cache, n in killed.items():
+        model, dataset, _, rule, *wild = cache.relative_to(workdir / "results").parts
         # one log per layer's job, or one per job over every layer (editing.layers_per_job)
         logs = workdir / "logs" / rule / model / dataset
         log = logs / Path(*wild[:-1]) / f"{wild[-1]}.log"
@@ -106,7 +126,7 @@ def test_kill_9_mid_job_then_resume(tmp_path, tmp_path_factory):
             log = logs / Path(*wild[:-2]) / "all" / f"{wild[-1]}.log"
         where = re.escape(cache.relative_to(workdir).as_posix())
         m = re.search(rf"reused (\d+) checkpointed edit\(s\) from {where}\n", log.read_text())
-        assert m and int(m.group(1)) == n, f"{log}: expected {n} reused checkpoints:\n{log.read_text()[-2000:]}"
+        assert m and int(m.group(1)) == n, f"{log}: expected {n} reused edits:\n{log.read_text()[-2000:]}"
     # And the resumed workflow is complete: nothing left to do.
     proc = run(workdir, "-n", *TARGETS, configfile=cfg)
     assert "Nothing to be done" in proc.stdout + proc.stderr

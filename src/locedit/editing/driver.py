@@ -34,14 +34,15 @@ from locedit.editing.probes import probe_scores
 from locedit.editing.types import restore
 from locedit.editing.variants import build_request, case_noise
 from locedit.editing.vectors import vectors_from_json, vectors_to_json
-from locedit.io import open_checkpoints, read_checkpoint, write_checkpoint
+from locedit.io import open_checkpoints, read_chunk, write_chunk
 
 logger = logging.getLogger(__name__)
 
-#: Facts the batched engine edits together and checkpoints together. A fact's result depends on
-#: which facts share its batches (the float rounding of batched matmuls), so a job resumed after
-#: a kill recomputes a cut-off chunk whole, never its remaining facts alone: the resumed job's
-#: results equal an uninterrupted run's bit for bit. (The per-fact path checkpoints every fact.)
+#: Facts the batched engine edits together and checkpoints together, in one file (default of
+#: ``editing.engine.chunk``). A fact's result depends on which facts share its batches (the float
+#: rounding of batched matmuls), so a job resumed after a kill recomputes a cut-off chunk whole,
+#: never its remaining facts alone: the resumed job's results equal an uninterrupted run's bit for
+#: bit. (The per-fact path checkpoints every fact.)
 ENGINE_CHUNK = 256
 
 #: Columns of ``edits.parquet`` in order (the analysis stage builds on exactly these names); the
@@ -173,15 +174,16 @@ def run_edit_job(
 
     Args:
         cases: eligible cases of one variant with their pre-edit values.
-        cache_dir: per-case JSON checkpoints, reused when present (resumption); with the engine
-            they are written per ENGINE_CHUNK of cases, once the whole chunk is done.
+        cache_dir: checkpoints, reused when present (resumption): one JSON file per chunk of
+            cases (one case on the per-fact path; ``engine["chunk"]`` cases, default
+            ENGINE_CHUNK, with the engine), written atomically once the whole chunk is done.
         fingerprint: identity of everything the rows depend on (settings, code, inputs);
             checkpoints written under another fingerprint are discarded, never reused.
         progress: file object for the tqdm bar (the rule's log).
         hparams: ``editing.methods.<method>`` with its variant's overrides merged
             (:func:`locedit.editing.hparams.merge_variant`), or the method's typed hyperparameters.
-        engine: ``{"row_budget": ..., "max_facts": ...}`` runs the method's batched engine;
-            None runs its per-fact path.
+        engine: ``{"row_budget": ..., "max_facts": ..., "chunk": ...}`` runs the method's
+            batched engine; None runs its per-fact path.
         stats, context_templates: ROME/MEMIT's covariance statistics and templates.
         exported: a dict to fill with ``{case_id: vectors}`` of the method's edits (the
             ``vectors`` its functions report; checkpointed with the rows), for a method that
@@ -199,15 +201,20 @@ def run_edit_job(
     if not 0 <= int(layer) < total:
         raise ValueError(f"editing.layers: layer {layer} outside [0, {total}) for this model")
     cache = open_checkpoints(cache_dir, fingerprint) if cache_dir is not None else None
-    done = [read_checkpoint(cache, int(c["case_id"])) for c in cases]
-    size = 1 if engine is None else ENGINE_CHUNK
+    size = 1 if engine is None else int(engine.get("chunk", ENGINE_CHUNK))
     chunks = [range(s, min(s + size, len(cases))) for s in range(0, len(cases), size)]
-    todo = [c for c in chunks if any(done[i] is None for i in c)]
+    done: list[dict | None] = [None] * len(cases)
+    for chunk in chunks:
+        rows = read_chunk(cache, [int(cases[i]["case_id"]) for i in chunk])
+        for i, row in zip(chunk, rows or ()):
+            done[i] = row
+    todo = [c for c in chunks if done[c[0]] is None]
     n_todo = sum(len(c) for c in todo)
     if n_todo < len(cases):
         logger.info("reused %d checkpointed edit(s) from %s", len(cases) - n_todo, cache)
     templates = list(context_templates or [])
     bar = tqdm(total=n_todo, desc=f"{method} L{layer}", file=progress, mininterval=5)
+    engine_kw = None if engine is None else {k: v for k, v in engine.items() if k != "chunk"}
     for chunk in todo:
         requests = [build_request(cases[i], tok, d_model(model)) for i in chunk]
         if replayed is not None:
@@ -215,7 +222,7 @@ def run_edit_job(
             edits = (fn(model, int(layer), *_replayed(replayed, cases[i])) for i in chunk)
         elif engine is not None and spec.batch is not None:
             batch = spec.function(batched=True)
-            edits = batch(model, tok, requests, int(layer), hp, stats, templates, **engine)
+            edits = batch(model, tok, requests, int(layer), hp, stats, templates, **engine_kw)
         else:
             fn = spec.function()
             edits = (fn(model, tok, r, int(layer), hp, stats, templates) for r in requests)
@@ -228,8 +235,8 @@ def run_edit_job(
                 done[i]["vectors"] = vectors_to_json(info["vectors"])
             bar.update()
             t0 = time.perf_counter()
-        for i in chunk:  # a chunk counts as done only once all of it is
-            write_checkpoint(cache, int(cases[i]["case_id"]), done[i])
+        # One file per chunk, renamed into place: a chunk is checkpointed whole or not at all.
+        write_chunk(cache, [int(cases[i]["case_id"]) for i in chunk], [done[i] for i in chunk])
     bar.close()
     if exported is not None:
         for case, row in zip(cases, done):
@@ -284,4 +291,5 @@ def engine_options(engine: Mapping) -> dict | None:
     """``run_edit_job``'s engine options from the ``editing.engine`` config (None: per fact)."""
     if not engine["batched"]:
         return None
-    return {"row_budget": engine["row_budget"], "max_facts": engine["max_facts"]}
+    return {"row_budget": engine["row_budget"], "max_facts": engine["max_facts"],
+            "chunk": engine["chunk"]}
