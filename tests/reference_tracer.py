@@ -1,11 +1,11 @@
-"""A reference Causal Tracer for GPT-2 that shares no code with ``src/locedit``.
+"""A reference Causal Tracer for GPT-2 and Llama that shares no code with ``src/locedit``.
 
 Written from the paper and the README's documented rules alone, so that agreement with the
 engine checks them, not a shared helper: the subject located by decoding tokens (the authors'
 ``find_token_range``, not character offsets), the window ``[ℓ - w//2, ℓ + ⌈w/2⌉)`` clipped, the
 noise of fact ``c`` drawn from ``torch.Generator().manual_seed(seed·1000003 + c)`` as
 ``randn(samples, n_subject_tokens, d_model) · σ``, restoration by one full forward pass per
-(token, centre layer) with GPT-2's own module paths. Slow by design; for small tests only.
+(token, centre layer) with the models' own module paths. Slow by design; for small tests only.
 """
 
 from __future__ import annotations
@@ -50,8 +50,11 @@ def reference_trace(model, tokenizer, prompt, subject, target, *, kind, width, n
     """``(p_clean, p_noised, restored [n_prompt_tokens, n_layers], (start, end))``."""
     ids, s0, s1 = subject_tokens(tokenizer, prompt, subject)
     t_ids = target_tokens(tokenizer, prompt.replace("{}", subject, 1), target)
-    blocks = model.transformer.h
-    n_layers, d = len(blocks), model.transformer.wte.weight.shape[1]
+    # GPT-2's module paths, or a Llama's (model.model.layers, self_attn, embed_tokens)
+    body = model.transformer if hasattr(model, "transformer") else model.model
+    blocks = body.h if hasattr(body, "h") else body.layers
+    embed = body.wte if hasattr(body, "wte") else body.embed_tokens
+    n_layers, d = len(blocks), embed.weight.shape[1]
     gen = torch.Generator().manual_seed(config_seed * 1000003 + case_id)
     noise = torch.randn(samples, s1 - s0, d, generator=gen) * noise_std
     batch = torch.tensor([ids + t_ids[:-1]] * (samples + 1))
@@ -62,7 +65,8 @@ def reference_trace(model, tokenizer, prompt, subject, target, *, kind, width, n
         return out
 
     def module(layer):
-        return {"mlp": blocks[layer].mlp, "attn": blocks[layer].attn, "hidden": blocks[layer]}[kind]
+        attn = blocks[layer].attn if hasattr(blocks[layer], "attn") else blocks[layer].self_attn
+        return {"mlp": blocks[layer].mlp, "attn": attn, "hidden": blocks[layer]}[kind]
 
     def restore_at(token):
         def hook(mod, args, out):
@@ -73,7 +77,7 @@ def reference_trace(model, tokenizer, prompt, subject, target, *, kind, width, n
         return hook
 
     def prob(layers=(), token=None):
-        handles = [model.transformer.wte.register_forward_hook(add_noise)]
+        handles = [embed.register_forward_hook(add_noise)]
         handles += [module(j).register_forward_hook(restore_at(token)) for j in layers]
         try:
             logits = model(input_ids=batch, use_cache=False).logits.double()

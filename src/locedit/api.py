@@ -37,6 +37,7 @@ from locedit.editing.hparams import merge_variant
 from locedit.editing.inputs import prepare_inputs, sample_essence
 from locedit.editing.variants import check_variant
 from locedit.data.filtering import filter_known_facts
+from locedit.gguf import ensure_imported, is_gguf_source
 from locedit.io import read_json, write_json
 from locedit.modeling import load_model
 from locedit.data.records import validate_records
@@ -63,9 +64,12 @@ class LoadedModel:
 
 
 def load(source: str = "toy", *, device: str = "auto", dtype: str = "float32") -> LoadedModel:
-    """Load a hub id, a ``save_pretrained`` directory, or ``"toy"`` (``resources/models/toy``,
-    built by ``snakemake --cores 2 resources/models/toy/config.json``)."""
+    """Load a hub id, a ``save_pretrained`` directory, a ``.gguf`` file or a packaged GGUF
+    model's name (``"smollm2-135m"``; imported once under ``$LOCEDIT_CACHE``), or ``"toy"``
+    (``resources/models/toy``, built by ``snakemake --cores 2 resources/models/toy/config.json``)."""
     path = str(TOY_DIR) if source == "toy" else source
+    if is_gguf_source(source):
+        path = str(ensure_imported(source, cache_root()))
     if source == "toy" and not (TOY_DIR / "config.json").is_file():
         raise FileNotFoundError(
             f"no toy model in {TOY_DIR.resolve()}: build it with "
@@ -180,9 +184,13 @@ def edit(
 
 def cache_dir(lm: LoadedModel) -> Path:
     """This model's cache directory under ``$LOCEDIT_CACHE`` (default ``~/.cache/locedit``)."""
-    root = Path(os.environ.get("LOCEDIT_CACHE", Path.home() / ".cache" / "locedit"))
     key = hashlib.sha256(lm.source.encode()).hexdigest()[:12]
-    return root / f"{Path(lm.source).name}-{key}"
+    return cache_root() / f"{Path(lm.source).name}-{key}"
+
+
+def cache_root() -> Path:
+    """``$LOCEDIT_CACHE``, default ``~/.cache/locedit``."""
+    return Path(os.environ.get("LOCEDIT_CACHE", Path.home() / ".cache" / "locedit"))
 
 
 def _prerequisites(lm: LoadedModel, spec: Method, corpus, seed: int):

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from locedit.adapters import config_shape
+from locedit.gguf import PACKAGED, gguf_shape, import_dir, is_gguf_source
 
 #: A Hugging Face hub id: ``name`` or ``owner/name`` (letters, digits, ``-_.``).
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
@@ -63,10 +64,13 @@ def canonicalize_in_place(config: dict) -> None:
 
 
 def source_kind(source: str) -> str:
-    """``toy``, ``dir`` (an existing directory), ``hub`` (a hub id) or ``missing`` (a path that
-    does not exist and is not a hub id)."""
+    """``toy``, ``gguf`` (a ``.gguf`` file or a packaged model's name, :mod:`locedit.gguf`),
+    ``dir`` (an existing directory), ``hub`` (a hub id) or ``missing`` (a path that does not
+    exist and is not a hub id)."""
     if source == "toy":
         return "toy"
+    if is_gguf_source(source):
+        return "gguf" if source in PACKAGED or Path(source).expanduser().is_file() else "missing"
     if Path(source).expanduser().is_dir():
         return "dir"
     looks_like_path = source.startswith(("/", ".", "~")) or source.count("/") > 1
@@ -99,6 +103,11 @@ def planned_model_shape(config: Mapping) -> tuple[ModelShape | None, list[str]]:
     if kind == "toy":
         toy = config["toy_model"]
         return ModelShape("GPT2LMHeadModel", toy["n_layer"], toy["n_positions"], "toy_model"), []
+    if kind == "gguf":
+        return gguf_model_shape(source)
+    if kind == "missing" and is_gguf_source(source):
+        return None, [f"model.source: no such GGUF file {source!r} (or a packaged model's name: "
+                      f"{', '.join(sorted(PACKAGED))})"]
     if kind == "missing":
         return None, [
             f"model.source: no such directory {source!r} (and not a hub id such as "
@@ -120,6 +129,21 @@ def planned_model_shape(config: Mapping) -> tuple[ModelShape | None, list[str]]:
               file=sys.stderr)
         return None, []
     return fetched_model_shape(source)
+
+
+def gguf_model_shape(source: str) -> tuple[ModelShape | None, list[str]]:
+    """A GGUF source's shape: its import's ``config.json`` once imported, else the packaged
+    entry's, else the file's header (which also rejects a file transformers cannot read)."""
+    imported = Path(import_dir(source), "config.json")
+    if imported.is_file():
+        return shape_from_file(imported)
+    if source in PACKAGED:
+        p = PACKAGED[source]
+        return ModelShape(p.architecture, p.n_layers, p.n_ctx, f"packaged model {source}"), []
+    shape, problems = gguf_shape(source)
+    if shape is None:
+        return None, problems
+    return ModelShape(*shape, source), []
 
 
 def _layers_in_range(key: str, layers: Iterable[int], shape: ModelShape) -> list[str]:
@@ -150,7 +174,7 @@ def config_problems(config: Mapping, shape: ModelShape | None = None) -> list[st
         elif not Path(ds["path"]).expanduser().is_file():
             problems.append(f"dataset.path: no such file {ds['path']!r}")
     stats = config["editing"]["stats"]
-    if stats.get("corpus") and not Path(stats["corpus"]).expanduser().is_file():
+    if stats.get("corpus") not in (None, "sampled") and not Path(stats["corpus"]).expanduser().is_file():
         problems.append(f"editing.stats.corpus: no such file {stats['corpus']!r}")
     if stats.get("rome_npz_dir") and not Path(stats["rome_npz_dir"]).expanduser().is_dir():
         # A warning, not an error: the paper presets name ROME's files before they are

@@ -211,3 +211,32 @@ def test_figures_are_written(tmp_path):
     for ext in ("png", "pdf"):
         assert (tmp_path / f"h.{ext}").read_bytes() == (tmp_path / f"h2.{ext}").read_bytes()
     assert b"CreationDate" not in (tmp_path / "h.pdf").read_bytes()
+
+
+def test_average_effects_by_rome_token_group():
+    """ROME's token groups on hand-made grids: a prompt 'x S1 S2 S3 y z' (subject 1..3) and
+    'S y' (one subject token, then the last token); the mean indirect effect per group and
+    layer is p_restored - p_noised averaged over facts, several tokens of a group averaged
+    within the fact first."""
+    from locedit.tracing.plots import average_effects, token_groups
+
+    rows = []
+    for t in range(6):  # fact 1: tokens 0..5, subject [1, 4)
+        rows += [{"case_id": 1, "kind": "mlp", "window": 1, "token_index": t, "layer": 0,
+                  "p_restored": 0.1 * t}]
+    for t in range(2):  # fact 2: tokens 0..1, subject [0, 1)
+        rows += [{"case_id": 2, "kind": "mlp", "window": 1, "token_index": t, "layer": 0,
+                  "p_restored": 0.5 + t}]
+    grid = pd.DataFrame(rows)
+    facts = pd.DataFrame({"case_id": [1, 2], "subject_start": [1, 0], "subject_end": [4, 1],
+                          "p_noised": [0.0, 0.5], "status": ["ok", "ok"]})
+    groups = token_groups(grid, facts).tolist()
+    assert groups == ["", "first subject token", "middle subject tokens", "last subject token",
+                      "first subsequent token", "last token",
+                      "last subject token", "last token"]
+    avg = average_effects(grid, facts).set_index("group")
+    assert avg.loc["last token", "effect"] == pytest.approx((0.5 + 1.0) / 2)
+    assert avg.loc["last token", "n_facts"] == 2
+    assert avg.loc["last subject token", "effect"] == pytest.approx((0.3 + 0.0) / 2)
+    assert avg.loc["middle subject tokens", "effect"] == pytest.approx(0.2)
+    assert "further tokens" not in avg.index  # no token beyond the first subsequent but the last

@@ -12,7 +12,7 @@ import yaml
 
 from locedit.registry.rules import EDIT_RULES
 from tests.workflow.helpers import REPO
-from tests.workflow.runs import dry_run_jobs, dry_run_listing
+from tests.workflow.runs import dry_run_jobs, dry_run_listing, run
 
 PRESETS = ["config/paper_gptj.yaml", "config/paper_gpt2xl.yaml"]
 MAX_JOBS = 3000
@@ -67,3 +67,40 @@ def test_probes_preset_adds_its_table_and_figure_and_keeps_the_default_apart(tmp
     assert "resources/models/toy/" not in outputs and "resources/world/records.json" not in outputs
     default = dry_run_jobs(tmp_path, "--cores", "1", configfile=REPO / "config.yaml")
     assert default and not {"write_probe_tables", "plot_probes"} & set(default)
+
+
+def test_real_model_preset_plans_the_gguf_import_and_the_sampled_corpus_offline(tmp_path):
+    """config/smollm2.yaml plans the model's download and import (keyed by the GGUF's content),
+    the model-sampled statistics corpus and the whole study, without loading or fetching
+    anything; the packaged model's shape checks its edit layers before the download."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "known_1000.json").write_bytes((REPO / "data" / "known_1000.json").read_bytes())
+    listing = dry_run_listing(tmp_path, "--cores", "1", configfile=REPO / "config/smollm2.yaml")
+    rules = {j["rule"] for j in listing}
+    assert {"download_model", "import_gguf_model", "sample_stats_corpus", "compute_layer_stats",
+            "filter_known_facts", "trace_facts", "tune_hparams", "edit_facts", "fit_regressions",
+            "write_tables"} <= rules
+    assert "train_toy_model" not in rules and "generate_fact_world" not in rules
+    outputs = " ".join(j["output"] for j in listing)
+    assert "resources/gguf/SmolLM2-135M-Instruct.Q4_1-b179c9523d0e.gguf" in outputs
+    assert "resources/models/SmolLM2-135M-Instruct.Q4_1-b179c9523d0e/config.json" in outputs
+    assert {p.name for p in tmp_path.iterdir()} <= {".snakemake", "data"}
+    cfg = yaml.safe_load((REPO / "config/smollm2.yaml").read_text())
+    assert len(cfg["editing"]["layers"]) >= 5 and {"rome", "memit", "ft-1", "r-rome"} <= set(cfg["editing"]["run_methods"])
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [("missing.gguf", "model.source: no such GGUF file 'missing.gguf'"),
+     ("not_gguf.gguf", "is not a GGUF file"),
+     ("smollm2-135m", "editing.layers: layer(s) [30] outside the model's 30 layers")],
+)
+def test_bad_gguf_sources_stop_planning_naming_the_key(tmp_path, source, message):
+    (tmp_path / "not_gguf.gguf").write_text("hello")
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"model": {"name": "m", "source": source},
+                                        "editing": {"layers": [1, 30]}}))
+    proc = run(tmp_path, "-n", "--cores", "1", "--configfile", str(REPO / "config.yaml"), str(override),
+               check=False)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+    assert {p.name for p in tmp_path.iterdir()} <= {".snakemake", "not_gguf.gguf", "override.yaml"}

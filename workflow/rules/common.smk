@@ -14,6 +14,7 @@ from snakemake.utils import validate
 # also in a conda env that has only the dependencies (envs/locedit.yaml).
 sys.path.insert(0, str(Path(workflow.basedir, "src")))
 from locedit.planning import cuda_present, export_package_path
+from locedit.gguf import PACKAGED, fetched_path, import_dir, is_gguf_source, source_sha256
 
 export_package_path(Path(workflow.basedir, "src"))
 # The study's vocabulary (locedit.registry), shared by every rule file.
@@ -128,14 +129,27 @@ def code_hash(*paths, exclude=()):
 
 
 def model_source():
-    """What `load_model` gets: the toy model's directory, a hub id or a local path."""
+    """What `load_model` gets: the toy model's or the imported GGUF model's directory, a hub id
+    or a local path."""
     src = config["model"]["source"]
-    return TOY_MODEL_DIR if src == "toy" else src
+    if src == "toy":
+        return TOY_MODEL_DIR
+    return import_dir(src) if is_gguf_source(src) else src
 
 
 def model_input():
-    """The toy model as a rule input when it is built by this workflow, else nothing."""
-    return [f"{TOY_MODEL_DIR}/config.json"] if config["model"]["source"] == "toy" else []
+    """The model as a rule input when this workflow builds it (the toy, a GGUF import), else
+    nothing."""
+    src = config["model"]["source"]
+    if src == "toy" or is_gguf_source(src):
+        return [f"{model_source()}/config.json"]
+    return []
+
+
+def gguf_input():
+    """The GGUF file rule import_gguf_model reads: a packaged model's download, or the file."""
+    src = config["model"]["source"]
+    return fetched_path(src) if src in PACKAGED else src
 
 
 def validated_model_input():

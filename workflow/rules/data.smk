@@ -41,6 +41,43 @@ rule train_toy_model:
         "../scripts/train_toy_model.py"
 
 
+rule download_model:
+    output:
+        gguf="resources/gguf/{stem}.gguf",
+    log:
+        "logs/download_model/{stem}.log",
+    wildcard_constraints:
+        stem=gguf_download_stem(),
+    conda:
+        "../../envs/locedit.yaml"
+    params:
+        name=config["model"]["source"],
+        code=code_hash("workflow/scripts/download_model.py"),
+    script:
+        "../scripts/download_model.py"
+
+
+rule import_gguf_model:
+    input:
+        gguf=gguf_input(),
+    output:
+        config="resources/models/{key}/config.json",
+    log:
+        "logs/import_gguf_model/{key}.log",
+    benchmark:
+        "benchmarks/import_gguf_model/{key}.tsv"
+    wildcard_constraints:
+        key=gguf_import_key(),
+    conda:
+        "../../envs/locedit.yaml"
+    threads: workflow.cores
+    params:
+        sha256=gguf_sha256(),
+        code=code_hash("workflow/scripts/import_gguf_model.py"),
+    script:
+        "../scripts/import_gguf_model.py"
+
+
 rule download_dataset:
     output:
         raw=f"resources/data/{DATASET}.json",

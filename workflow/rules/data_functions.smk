@@ -21,3 +21,24 @@ def dataset_format():
     if config["dataset"]["source"] == "synthetic":
         return "counterfact"
     return config["dataset"]["format"]
+
+
+def gguf_sha256():
+    """The GGUF file's content hash (a packaged model's pinned one): the import reruns by value."""
+    src = config["model"]["source"]
+    return source_sha256(src) if is_gguf_source(src) else None
+
+
+# Wildcard patterns of the GGUF rules: exactly this study's files, so that neither rule can
+# claim another model's directory (the toy's config.json lies under resources/models/ too).
+NO_MATCH = "(?!)"
+
+
+def gguf_import_key():
+    src = config["model"]["source"]
+    return re.escape(Path(import_dir(src)).name) if is_gguf_source(src) else NO_MATCH
+
+
+def gguf_download_stem():
+    src = config["model"]["source"]
+    return re.escape(Path(fetched_path(src)).stem) if src in PACKAGED else NO_MATCH

@@ -46,6 +46,26 @@ rule generate_context_templates:
         "../scripts/generate_context_templates.py"
 
 
+rule sample_stats_corpus:
+    input:
+        model=model_input(),
+    output:
+        corpus="resources/corpora/{model}/{stats}.txt",
+    log:
+        "logs/sample_stats_corpus/{model}/{stats}.log",
+    benchmark:
+        "benchmarks/sample_stats_corpus/{model}/{stats}.tsv"
+    conda:
+        "../../envs/locedit.yaml"
+    threads: workflow.cores
+    params:
+        model=model_params(),
+        sampled=EDIT_STATS["sampled"],
+        code=code_hash("workflow/scripts/sample_stats_corpus.py"),
+    script:
+        "../scripts/sample_stats_corpus.py"
+
+
 rule compute_layer_stats:
     input:
         corpus=stats_corpus(),

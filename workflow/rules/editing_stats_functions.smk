@@ -9,6 +9,8 @@ def stats_corpus():
     few thousand tokens of invented text: refuse that at planning time.
     """
     corpus = EDIT_STATS["corpus"]
+    if corpus == "sampled":
+        return f"resources/corpora/{MODEL}/{EDIT_STATS['name']}.txt"
     if corpus is not None:
         return corpus
     uses_stats = any(get_method(m).needs_stats for m in config["editing"]["run_methods"])

@@ -113,6 +113,13 @@ rule plot_trace_heatmaps:
             category="Tracing",
         ),
         pdf="results/{model}/{dataset}/figures/tracing_heatmaps.pdf",
+        average=report(
+            "results/{model}/{dataset}/figures/tracing_average.png",
+            caption="../report/tracing_average.rst",
+            category="Tracing",
+        ),
+        average_pdf="results/{model}/{dataset}/figures/tracing_average.pdf",
+        average_table="results/{model}/{dataset}/tracing/average_effects.parquet",
     log:
         "logs/plot_trace_heatmaps/{model}/{dataset}.log",
     conda:

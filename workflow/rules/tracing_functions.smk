@@ -7,6 +7,7 @@ def tracing_targets():
         f"{RESULTS}/tracing.parquet",
         f"{RESULTS}/tracing/o_noise.parquet",
         f"{RESULTS}/figures/tracing_heatmaps.png",
+        f"{RESULTS}/figures/tracing_average.png",
         f"{RESULTS}/figures/tracing_peak_layers.png",
     ]
     if estimate_pairs(tracing_run_params()):  # an AtP run with its exact run traced

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 def main(snakemake) -> None:
     setup_logging(snakemake)
     p = snakemake.params
-    records = load_records(snakemake.input.raw, p.fmt, seed=p.seed)[: p.limit]
+    records = load_records(snakemake.input.raw, p.fmt, seed=p.seed, limit=p.limit)
     report = read_json(snakemake.input.report)
     if records_digest(records) != report["sha256"]:
         raise RuntimeError(

@@ -31,7 +31,7 @@ def main(snakemake) -> None:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
             problems.append(f"model.source: cannot load the tokenizer of {p.model_source!r}: {first}")
     try:
-        records = load_records(raw, p.fmt, seed=p.seed)[: p.limit]
+        records = load_records(raw, p.fmt, seed=p.seed, limit=p.limit)
         limits = None if tok is None else LengthLimits(n_ctx=shape.n_ctx, generate=p.generate)
         validate_records(records, tok, limits, source=f"{raw} (dataset.path / dataset.source)")
     except RecordError as err:

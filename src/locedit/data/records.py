@@ -144,13 +144,30 @@ def load_zsre(path: str | Path, *, seed: int = 0) -> list[dict]:
     return convert_zsre(raw, seed=seed)
 
 
-def load_records(path: str | Path, fmt: str, *, seed: int = 0) -> list[dict]:
-    """Load ``path`` in ``fmt`` (``counterfact`` or ``zsre``) as CounterFact-shaped records."""
+def load_known(path: str | Path, *, seed: int = 0, limit: int | None = None) -> list[dict]:
+    """ROME's known facts in ``path``, checked and converted to CounterFact records
+    (:mod:`locedit.data.known`); the first ``limit``."""
+    from locedit.data.known import convert_known, known_problems
+
+    raw = read_json(path)
+    raise_record_problems(known_problems(raw, limit), str(path))
+    return convert_known(raw, seed=seed, limit=limit)
+
+
+#: ``dataset.format`` values and their loaders.
+FORMATS = ("counterfact", "zsre", "known")
+
+
+def load_records(path: str | Path, fmt: str, *, seed: int = 0, limit: int | None = None) -> list[dict]:
+    """Load the first ``limit`` records (all: None) of ``path`` in ``fmt`` (:data:`FORMATS`) as
+    CounterFact-shaped records."""
     if fmt == "counterfact":
-        return load_counterfact(path)
+        return load_counterfact(path)[:limit]
     if fmt == "zsre":
-        return load_zsre(path, seed=seed)
-    raise ValueError(f"dataset.format must be 'counterfact' or 'zsre', got {fmt!r}")
+        return load_zsre(path, seed=seed)[:limit]
+    if fmt == "known":
+        return load_known(path, seed=seed, limit=limit)
+    raise ValueError(f"dataset.format must be one of {FORMATS}, got {fmt!r}")
 
 
 def subject_token_range(

@@ -21,7 +21,6 @@ from locedit.scoring import encode_prompt, right_pad
 ESSENCE_PROMPT = "{} is a"
 
 
-@torch.no_grad()
 def sample_texts(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -36,17 +35,35 @@ def sample_texts(
 
     All rows share the prompt, so the batch needs no padding. A row that emits EOS is cut there.
     """
-    device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(int(seed))
     prompt_ids = encode_prompt(tokenizer, prompt)
-    ids = torch.tensor([prompt_ids] * n, device=device)  # [n, pos]
+    return sample_rows(model, tokenizer, [prompt_ids] * n, top_k=top_k,
+                       max_new_tokens=max_new_tokens, generator=gen)
+
+
+@torch.no_grad()
+def sample_rows(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    top_k: int,
+    max_new_tokens: int,
+    generator: torch.Generator,
+) -> list[str]:
+    """One text per row of ``prompt_ids`` (rows of equal length: no padding), its prompt and a
+    top-k continuation of ``max_new_tokens`` sampled with a KV cache, drawn from ``generator``
+    on the CPU (reproducible on any device); a row that emits EOS is cut there."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(r) for r in prompt_ids], device=device)  # [n, pos]
+    n = ids.shape[0]
     out = model(input_ids=ids, use_cache=True)
     past, logits = output_cache(out), out.logits[:, -1]
     new_tokens = []
     for _ in range(max_new_tokens):
         top = torch.topk(logits.float().cpu(), k=min(top_k, logits.shape[-1]), dim=-1)
         probs = torch.softmax(top.values, dim=-1)  # [n, k]
-        choice = torch.multinomial(probs, 1, generator=gen)  # [n, 1]
+        choice = torch.multinomial(probs, 1, generator=generator)  # [n, 1]
         nxt = top.indices.gather(1, choice)  # [n, 1]
         new_tokens.append(nxt)
         out = model(input_ids=nxt.to(device), use_cache=True, **cache_kwargs(model, past))
@@ -54,11 +71,11 @@ def sample_texts(
     texts = []
     cont = torch.cat(new_tokens, dim=1).tolist() if new_tokens else [[] for _ in range(n)]
     eos = tokenizer.eos_token_id
-    for row in cont:
+    for prompt, row in zip(prompt_ids, cont):
         if eos is not None and eos in row:
             row = row[: row.index(eos)]
         # Decoding prompt and continuation together keeps SentencePiece word boundaries.
-        texts.append(tokenizer.decode(prompt_ids + row, skip_special_tokens=True))
+        texts.append(tokenizer.decode(list(prompt) + row, skip_special_tokens=True))
     return texts
 
 

@@ -107,3 +107,66 @@ def plot_peak_layers(
             lab.set_visible(i % 2 == 0)
     fig.tight_layout()
     return fig
+
+
+#: ROME's token groups (Meng et al. 2022, Fig. 1/2 averages), in display order.
+TOKEN_GROUPS = ("first subject token", "middle subject tokens", "last subject token",
+                "first subsequent token", "further tokens", "last token")
+
+
+def token_groups(grid: pd.DataFrame, facts: pd.DataFrame) -> pd.Series:
+    """ROME's token group of every grid row (index aligned): the prompt's last token wins over
+    the subject or subsequent groups it may also belong to, as in ROME's averages."""
+    span = facts.set_index("case_id")[["subject_start", "subject_end"]]
+    s0 = grid["case_id"].map(span["subject_start"])
+    s1 = grid["case_id"].map(span["subject_end"])
+    last = grid.groupby("case_id")["token_index"].transform("max")
+    t = grid["token_index"]
+    group = np.select(
+        [t == last, t == s1 - 1, t == s0, (t > s0) & (t < s1 - 1), t == s1, t > s1],
+        ["last token", "last subject token", "first subject token", "middle subject tokens",
+         "first subsequent token", "further tokens"],
+        default="",  # tokens before the subject: no group, as in ROME
+    )
+    return pd.Series(group, index=grid.index)
+
+
+def average_effects(grid: pd.DataFrame, facts: pd.DataFrame) -> pd.DataFrame:
+    """Mean indirect effect ``p_restored - p_noised`` per (kind, window, token group, layer)
+    over traced facts (``status == "ok"``), and the number of facts in each group."""
+    ok = facts[facts["status"] == "ok"]
+    g = grid[(grid["kind"] != "zero") & grid["case_id"].isin(ok["case_id"])].copy()
+    g["group"] = token_groups(g, ok)
+    g = g[g["group"] != ""]
+    g["effect"] = g["p_restored"] - g["case_id"].map(ok.set_index("case_id")["p_noised"])
+    # one value per (fact, group, layer) first (middle/further groups hold several tokens)
+    per_fact = g.groupby(["kind", "window", "group", "layer", "case_id"])["effect"].mean()
+    out = per_fact.groupby(["kind", "window", "group", "layer"]).agg(["mean", "count"])
+    return out.rename(columns={"mean": "effect", "count": "n_facts"}).reset_index()
+
+
+def plot_trace_average(grid: pd.DataFrame, facts: pd.DataFrame):
+    """ROME Fig. 1 averaged over facts: mean indirect effect by token group (rows) and layer
+    (1-indexed columns), one panel per tracing run, one colour scale per kind."""
+    avg = average_effects(grid, facts)
+    runs = list(avg[["kind", "window"]].drop_duplicates().sort_values(["kind", "window"])
+                .itertuples(index=False, name=None))
+    fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(6.5 * max(1, len(runs)), 3.2),
+                             squeeze=False)
+    for ax, (kind, window) in zip(axes[0], runs):
+        cells = avg[(avg["kind"] == kind) & (avg["window"] == window)]
+        mat = cells.pivot(index="group", columns="layer", values="effect")
+        mat = mat.reindex([g for g in TOKEN_GROUPS if g in mat.index])
+        n = int(cells["n_facts"].max())
+        sns.heatmap(mat.to_numpy(), ax=ax, cmap=KIND_CMAPS.get(kind, "Greens"), vmin=0,
+                    cbar_kws={"label": "mean p_restored − p_noised", "format": "%.2g"},
+                    xticklabels=[str(c + 1) for c in mat.columns], yticklabels=list(mat.index))
+        ax.set_xlabel(f"Center of {window} restored layers" if window > 1 else "Layer")
+        ax.set_ylabel("")
+        ax.set_title(f"Average indirect effect, {KIND_TITLES.get(kind, kind)} (window {window}; "
+                     f"n={n} facts)", fontsize=9)
+    if not runs:
+        axes[0][0].text(0.5, 0.5, "no traced facts", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    fig.tight_layout()
+    return fig
