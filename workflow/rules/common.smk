@@ -146,12 +146,6 @@ def model_input():
     return []
 
 
-def gguf_input():
-    """The GGUF file rule import_gguf_model reads: a packaged model's download, or the file."""
-    src = config["model"]["source"]
-    return fetched_path(src) if src in PACKAGED else src
-
-
 def validated_model_input():
     """The model input of every job that loads a model for the study: the model and the records'
     validation report, so that none starts before, or after a failed, validation.

@@ -23,6 +23,12 @@ def dataset_format():
     return config["dataset"]["format"]
 
 
+def gguf_input():
+    """The GGUF file import_gguf_model reads (a packaged model's download, or the file itself)."""
+    src = config["model"]["source"]
+    return fetched_path(src) if src in PACKAGED else src
+
+
 def gguf_sha256():
     """The GGUF file's content hash (a packaged model's pinned one): the import reruns by value."""
     src = config["model"]["source"]
