@@ -35,10 +35,12 @@ from locedit.analysis.tables import SUMMARY_TABLE as SUMMARY
 #: README stage rows: (label, rules); rules without a benchmark table are left out.
 STAGES = [
     ("toy model", ["train_toy_model"]),
+    ("model import (GGUF)", ["download_model", "import_gguf_model"]),
     ("known-fact filter", ["filter_known_facts"]),
     ("causal tracing", ["estimate_noise_level", "trace_facts"]),
-    ("editing prerequisites", ["compute_layer_stats", "generate_context_templates",
+    ("editing prerequisites", ["sample_stats_corpus", "compute_layer_stats", "generate_context_templates",
                                "sample_essence_texts", "prepare_edit_inputs"]),
+    ("tuning stage", ["tune_hparams", "collect_tuning"]),
     ("editing", list(EDIT_RULES)),
     ("regressions", ["fit_regressions"]),
 ]  # fmt: skip
@@ -102,7 +104,7 @@ def blocks(root: Path, res: Path) -> dict[str, str]:
         + ", ".join(f"{METHODS[m].label} {per_method[m]:.0f} s" for m in order)
         + f"; evaluation {edits['eval_seconds'].sum():.0f} s; the rest, {(job_s - work) / n_jobs:.1f} s per "
         f"job, is start-up (imports and model loading): {len(edits) / job_s:.2f} edits per job-second. "
-        f"The run gives {len(facts)} records, {int(facts['is_correct'].sum())} of which the toy model "
+        f"The run gives {len(facts)} records, {int(facts['is_correct'].sum())} of which the model "
         f"knows ({100 * facts['is_correct'].mean():.1f} %), and {len(edits):,} edits."
     )
     table = edits.pivot_table(index=["method", "variant"], columns="layer", values="rewrite_score", sort=False)
@@ -115,6 +117,57 @@ def blocks(root: Path, res: Path) -> dict[str, str]:
     summary = res / "analysis" / "tables" / f"{SUMMARY}.md"
     if summary.exists():
         out[SUMMARY] = summary.read_text().strip()
+    out.update(tracing_blocks(res))
+    reg_path = res / "regression.csv"
+    if reg_path.exists():
+        out["regression"] = regression_block(pd.read_csv(reg_path))
+    return out
+
+
+def regression_block(reg: pd.DataFrame) -> str:
+    """Per (problem, method): the paper's rewrite regression (Layer R², Diff R²: the R² tracing
+    adds) with the paper's F-test and the fact-aware tests (wild cluster bootstrap, permutation)."""
+    r = reg[reg["metric"] == "rewrite"] if "metric" in reg.columns else reg
+    cols = {"r2_layer": "Layer R²", "r2_diff": "Diff R²", "f_pvalue": "F-test p",
+            "wald_pvalue_wild": "wild bootstrap p", "perm_pvalue": "permutation p", "n_cases": "facts"}
+    keep = [c for c in cols if c in r.columns]
+    t = r[["variant", "method", *keep]].rename(columns={"variant": "problem", **cols})
+    t["method"] = t["method"].map(lambda m: METHODS[m].label if m in METHODS else m)
+    return t.to_markdown(index=False, tablefmt="github", floatfmt=".3g")
+
+
+def tracing_blocks(res: Path) -> dict[str, str]:
+    """Where tracing peaks (the peak run's layer histogram) and the averaged picture (mean
+    indirect effect by ROME's token group at its strongest layers), layers 1-indexed."""
+    from locedit.tracing.plots import TOKEN_GROUPS
+
+    out = {}
+    avg_path = res / "tracing" / "average_effects.parquet"
+    if avg_path.exists():
+        avg = pd.read_parquet(avg_path)
+        rows = []
+        for (kind, window), g in avg.groupby(["kind", "window"]):
+            mat = g.pivot(index="group", columns="layer", values="effect")
+            mat = mat.reindex([t for t in TOKEN_GROUPS if t in mat.index])
+            for group, curve in mat.iterrows():
+                top = curve.nlargest(3)
+                rows.append(f"| {kind}, window {window} | {group} | {curve.max():.3f} | "
+                            + ", ".join(str(int(l) + 1) for l in top.index) + " |")
+        out["average"] = "\n".join(["| run | token group | largest mean effect | its 3 largest layers |",
+                                    "|---|---|---|---|", *rows])
+    traced = res / "tracing.parquet"
+    if traced.exists():
+        t = pd.read_parquet(traced)
+        t = t[t["status"] == "ok"]
+        kind, window = t["kind"].iloc[0], int(t["window"].iloc[0])
+        parts = []
+        for label, col in (("any token", "effect_frac_max"), ("last subject token", "effect_frac_last")):
+            sel = t[(t["kind"] == kind) & (t["window"] == window)].dropna(subset=[col])
+            peaks = sel.loc[sel.groupby("case_id")[col].idxmax(), "layer"] + 1
+            counts = peaks.value_counts().sort_index()
+            parts.append(f"at {label}: median {peaks.median():.0f}, quartiles {peaks.quantile(0.25):.0f}–"
+                         f"{peaks.quantile(0.75):.0f} (" + ", ".join(f"layer {int(l)}: {int(n)}" for l, n in counts.items()) + ")")
+        out["peaks"] = f"{kind} window {window}, {t['case_id'].nunique()} facts; peak layer (1-indexed) " + "; ".join(parts)
     return out
 
 
@@ -137,9 +190,10 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("."))
     ap.add_argument("--results", default="results/toy/synthetic")
     ap.add_argument("--write-readme", type=Path, default=None, help="README whose run_summary blocks to rewrite")
+    ap.add_argument("--prefix", default="", help="block name prefix (real_ for the real-model run's blocks)")
     args = ap.parse_args()
     res = args.root / args.results
-    new = blocks(args.root, res)
+    new = {args.prefix + k: v for k, v in blocks(args.root, res).items()}
     if args.write_readme is not None:
         print("rewrote blocks:", ", ".join(write_readme(args.write_readme, new)))
         return
@@ -149,7 +203,8 @@ def main() -> None:
         print(f"\n## {name}\n\n{body}")
     here = Path(__file__).resolve().parent
     print()
-    subprocess.run([sys.executable, str(here / "toy_localisation.py"), str(res)], check=True)
+    if "toy" in str(args.results):
+        subprocess.run([sys.executable, str(here / "toy_localisation.py"), str(res)], check=True)
 
 
 if __name__ == "__main__":
