@@ -3,7 +3,7 @@
 # cluster test (tests/cluster/test_slurm.py) and CI. Debian/Ubuntu, as root, no systemd needed.
 #
 #   STATE=/tmp/locedit-slurm FAKE_GPUS=1 tests/cluster/slurm_up.sh    # then: sinfo, sbatch, ...
-#   STATE=/tmp/locedit-slurm tests/cluster/slurm_down.sh
+#   STATE=/tmp/locedit-slurm tests/cluster/slurm_down.sh   # daemons stopped, /etc/slurm as it was
 #
 # NODE_CPUS / NODE_MEM_MB (optional) make the node advertise more CPUs / memory than it has
 # (SlurmdParameters=config_overrides), so that a profile sized for real GPU nodes
@@ -68,6 +68,14 @@ if [ -n "$NODE_CPUS" ] || [ -n "$NODE_MEM_MB" ]; then
 fi
 GRES_NODE=""; GRES_TYPES=""
 mkdir -p /etc/slurm /var/lib/slurm/slurmd /var/lib/slurm/slurmctld /var/log/slurm
+# The host's own configuration is kept for slurm_down.sh to put back: a slurm.conf naming a
+# controller that is down makes every `scontrol` wait ~9 s, and Snakemake's SLURM executor plugin
+# runs `scontrol show config` whenever snakemake starts, on any executor.
+for f in slurm.conf gres.conf; do
+  if [ -e "/etc/slurm/$f" ] && [ ! -e "$STATE/$f.ours" ] && [ ! -e "$STATE/$f.host" ]; then
+    cp -p "/etc/slurm/$f" "$STATE/$f.host"
+  fi
+done
 chown -R slurm:slurm /var/lib/slurm /var/log/slurm 2>/dev/null || true
 if [ "$FAKE_GPUS" -gt 0 ]; then
   GRES_TYPES="GresTypes=gpu"; GRES_NODE="Gres=gpu:$FAKE_GPUS"
@@ -78,6 +86,8 @@ if [ "$FAKE_GPUS" -gt 0 ]; then
     echo "NodeName=$HOST Name=gpu File=/dev/fakegpu$i" >> /etc/slurm/gres.conf
   done
 fi
+touch "$STATE/slurm.conf.ours"
+[ "$FAKE_GPUS" -gt 0 ] && touch "$STATE/gres.conf.ours"
 cat > /etc/slurm/slurm.conf <<CONF
 ClusterName=locedit-ci
 SlurmctldHost=$HOST
