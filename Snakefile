@@ -37,8 +37,10 @@ include: "workflow/rules/tuning.smk"
 include: "workflow/rules/analysis.smk"
 
 
-# After every rule exists: model-loading rules hold the resource `gpu` (common.smk).
+# After every rule exists: model-loading rules hold the resource `gpu`, and the rules edit
+# jobs wait on run first (common.smk).
 declare_model_gpus()
+declare_priorities()
 
 
 rule all:

@@ -21,7 +21,13 @@ export_package_path(Path(workflow.basedir, "src"))
 from locedit.registry.analysis import FIGURES, figures_of
 from locedit.registry.methods import METHODS, get_method, job_methods, tuned_sections
 from locedit.registry.methods import config_problems as method_config_problems
-from locedit.registry.rules import MODEL_RULES
+from locedit.registry.rules import (
+    EDIT_RULES,
+    MODEL_RULES,
+    UNLOCKING_PRIORITY,
+    UNLOCKING_RULES,
+    edit_priority,
+)
 from locedit.registry.kinds import estimate_pairs
 from locedit.registry.variants import VARIANTS
 from locedit.editing.hparams import merge_variant
@@ -174,6 +180,16 @@ def declare_model_gpus():
     for rule_ in workflow.rules:
         if rule_.name in MODEL_RULES and "gpu" not in rule_.resources:
             rule_.resources.update({"gpu": gpus})
+
+
+def declare_priorities():
+    """Scheduling order (locedit.registry.rules): the rules edit jobs wait on first, then edit
+    jobs by their method's cost, the rest at Snakemake's default 0. Order only, never a result."""
+    for rule_ in workflow.rules:
+        if rule_.name in UNLOCKING_RULES:
+            rule_.priority = UNLOCKING_PRIORITY
+        elif rule_.name in EDIT_RULES:
+            rule_.priority = lambda wildcards: edit_priority(wildcards.method)
 
 
 def model_params():

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from locedit.kernels import fused_activations
 from locedit.noise import noised_subject
 from locedit.modeling import cache_kwargs, output_cache
 from locedit.scoring import encode_prompt, right_pad
@@ -124,11 +125,12 @@ def perplexities(
             for s, r in zip(spans, rows)
         ]
     ids, mask = ids.to(device), mask.to(device)
-    if spans is not None:
-        with noised_subject(model, spans, noise):
-            logits = model(input_ids=ids, attention_mask=mask).logits
-    else:
-        logits = model(input_ids=ids, attention_mask=mask).logits  # [n, pos, vocab]
+    with fused_activations(model):  # as the probes (locedit.editing.evaluate)
+        if spans is not None:
+            with noised_subject(model, spans, noise):
+                logits = model(input_ids=ids, attention_mask=mask).logits
+        else:
+            logits = model(input_ids=ids, attention_mask=mask).logits  # [n, pos, vocab]
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     tok_lp = logp.gather(2, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # [n, pos-1]
     m = mask[:, 1:].float()

@@ -7,8 +7,13 @@ For a case (see :mod:`locedit.editing.variants`) the probes are
 * ``neighborhood``: every neighborhood prompt, targets y, b and the neighborhood-score target;
 * the generalisation probes' families when the case has them (:mod:`locedit.editing.probes`).
 
-All (prompt, target) rows go through the model together (chunks of ``batch_size`` rows), so a
+All (prompt, target) pairs go through the model together (chunks of ``batch_size`` rows), so a
 CounterFact case (1 + 2 + 10 prompts) costs one forward pass, plus one for the essence texts.
+A pair's row is ``prompt + target[:-1]``; pairs whose row is a prefix of another pair's row
+(every single-token target of one prompt, e.g. y, b and the neighborhood target) are read from
+that row, since causal attention makes the logits at a position independent of what follows
+(halves the rows of a CounterFact case with one-token objects; results equal to float rounding).
+Both the probe and the essence passes run under :func:`locedit.kernels.fused_activations`.
 For fact forcing the subject is noised at its own token positions in every prompt that contains
 it (rewrite, paraphrase, essence texts); neighborhood prompts do not contain it and stay clean.
 The same function computes the pre-edit values (once per case, ``prepare_edit_inputs``) and
@@ -17,14 +22,17 @@ the post-edit values (after every edit), so both go through identical code.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from locedit.editing.essence import perplexities, text_subject_span
 from locedit.editing.probes import probe_rows
+from locedit.kernels import fused_activations
 from locedit.noise import noised_subject
 from locedit.data.records import subject_token_range
-from locedit.scoring import gather_target_logprobs, make_batch
+from locedit.scoring import encode_prompt_target, right_pad
 
 FAMILIES = ("rewrite", "paraphrase", "neighborhood")
 
@@ -66,6 +74,7 @@ def probe_probabilities(
 
     Args:
         noise: fact forcing's ``[n_tokens, d_model]`` subject noise (``None``: clean inputs).
+        batch_size: rows per forward pass.
         greedy: also return ``{family: {role: [hit per prompt]}}``, whether greedy decoding
             produces the whole target (every target token the argmax given the ones before),
             from the same forward pass.
@@ -78,22 +87,30 @@ def probe_probabilities(
     for fam, _, _, prompt, target in rows:
         keys.append(unique.setdefault((prompt, target, fam), len(unique)))
     pairs = list(unique)
+    encoded = [_encoded(tokenizer, p, t) for p, t, _ in pairs]
+    spans = [_noise_span(tokenizer, case, p, fam) if noise is not None else None for p, _, fam in pairs]
+    host = _host_rows([ids for ids, _, _ in encoded], spans)
+    hosts = sorted(set(host))
+    slot = {h: i for i, h in enumerate(hosts)}
     logps = torch.empty(len(pairs))
     hits = torch.empty(len(pairs), dtype=torch.bool) if greedy else None
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        batch = make_batch(tokenizer, [p for p, _, _ in chunk], [t for _, t, _ in chunk], device)
-        fwd = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        if noise is not None:
-            spans = [_noise_span(tokenizer, case, p, fam) for p, _, fam in chunk]
-            with noised_subject(model, spans, noise):
-                logits = model(**fwd).logits
-        else:
-            logits = model(**fwd).logits  # [rows, pos, vocab]
-        logps[start : start + len(chunk)] = gather_target_logprobs(logits, batch).cpu()
-        if greedy:
-            for i, (pos, tgt) in enumerate(zip(batch.read_positions, batch.target_ids)):
-                hits[start + i] = bool((logits[i, pos].argmax(-1).cpu() == torch.tensor(tgt)).all())
+    with fused_activations(model):
+        for start in range(0, len(hosts), batch_size):
+            chunk = hosts[start : start + batch_size]
+            ids, mask = right_pad([encoded[h][0] for h in chunk], tokenizer.pad_token_id)
+            fwd = dict(input_ids=ids.to(device), attention_mask=mask.to(device))
+            if noise is not None:
+                with noised_subject(model, [spans[h] for h in chunk], noise):
+                    logits = model(**fwd).logits
+            else:
+                logits = model(**fwd).logits  # [rows, pos, vocab]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for k in (k for k, h in enumerate(host) if start <= slot[h] < start + len(chunk)):
+                _, reads, tgt = encoded[k]
+                r = slot[host[k]] - start
+                logps[k] = logp[r, reads, tgt].sum().cpu()
+                if greedy:
+                    hits[k] = bool((logits[r, reads].argmax(-1).cpu() == torch.tensor(tgt)).all())
     probs = torch.exp(logps.double()).tolist()
     out: dict[str, dict[str, list[float]]] = {}
     for (fam, role, _, _, _), k in zip(rows, keys):
@@ -106,6 +123,26 @@ def probe_probabilities(
     for (fam, role, _, _, _), k in zip(rows, keys):
         hit.setdefault(fam, {}).setdefault(role, []).append(bool(hits[k]))
     return out, hit
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _encoded(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str):
+    """``(row ids, read positions, target ids)`` of a (prompt, target) pair; an edit job scores
+    the same pairs after every edit of a case (one per layer), so they are encoded once."""
+    p, t = encode_prompt_target(tokenizer, prompt, target)
+    return tuple(p + t[:-1]), list(range(len(p) - 1, len(p) - 1 + len(t))), list(t)
+
+
+def _host_rows(rows: list[tuple[int, ...]], spans: list) -> list[int]:
+    """For each row, the index of the longest row with the same noise span that starts with it
+    (itself when none does; the first of identical rows): its logits at every position of the
+    row are the row's own."""
+    # (length, -index): of several identical rows the first is the host of all of them
+    return [
+        max((j for j, s in enumerate(rows) if spans[j] == spans[i] and s[: len(r)] == r),
+            key=lambda j: (len(rows[j]), -j))
+        for i, r in enumerate(rows)
+    ]
 
 
 def _noise_span(

@@ -19,3 +19,42 @@ MODEL_RULES = (
 
 #: The rules of edit jobs (one rule, and its copy for methods whose vectors are replayed).
 EDIT_RULES = ("edit_facts", "edit_facts_exporting_vectors")
+
+#: Rules whose jobs edit jobs wait on (directly or through another of them). They start before
+#: any other ready job (``declare_priorities`` in workflow/rules/common.smk), so that every edit
+#: job is ready early: left to chance, the default run once held back the inputs of two editing
+#: problems until the other problems' edit jobs were done and ended on their long ROME jobs.
+UNLOCKING_RULES = (
+    "generate_fact_world",
+    "train_toy_model",
+    "download_model",
+    "import_gguf_model",
+    "download_dataset",
+    "validate_inputs",
+    "prepare_records",
+    "filter_known_facts",
+    "estimate_noise_level",
+    "trace_facts",
+    "aggregate_tracing",
+    "generate_context_templates",
+    "sample_stats_corpus",
+    "compute_layer_stats",
+    "sample_essence_texts",
+    "prepare_edit_inputs",
+    "tune_hparams",
+    "collect_tuning",
+)
+
+#: Snakemake priorities (among ready jobs the highest starts first; the order of jobs only,
+#: never a result or a rerun): unlocking rules, then edit jobs longest first by their method's
+#: ``cost`` (locedit.registry.methods), then everything else (aggregation, tables, figures) at 0.
+UNLOCKING_PRIORITY = 100
+EDIT_PRIORITY = 10
+
+
+def edit_priority(method: str) -> int:
+    """Priority of a method's edit jobs: EDIT_PRIORITY plus its cost rank."""
+    from locedit.registry.methods import METHODS, get_method
+
+    ranks = sorted({m.cost for m in METHODS.values()})
+    return EDIT_PRIORITY + ranks.index(get_method(method).cost)
