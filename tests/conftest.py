@@ -83,3 +83,13 @@ def pytest_collection_modifyitems(config, items):
     then on every ``snakemake`` start waits ~9 s in the SLURM plugin's ``scontrol show config``
     (its timeout against the stopped controller), which the workflow tests would all pay."""
     items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests that read the study run first (stable otherwise): under ``-n 2 --dist
+    loadgroup`` their worker starts the study run at once, and the other worker runs the rest
+    of the suite meanwhile instead of idling at the end while the run is made."""
+    def reads_study(item) -> bool:
+        return any(m.args == ("study_run",) for m in item.iter_markers("xdist_group"))
+
+    items.sort(key=lambda item: not reads_study(item))

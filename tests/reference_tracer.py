@@ -46,8 +46,9 @@ def window(centre: int, width: int, n_layers: int) -> range:
 
 @torch.no_grad()
 def reference_trace(model, tokenizer, prompt, subject, target, *, kind, width, noise_std,
-                    samples, config_seed, case_id):
-    """``(p_clean, p_noised, restored [n_prompt_tokens, n_layers], (start, end))``."""
+                    samples, config_seed, case_id, centres=None):
+    """``(p_clean, p_noised, restored [n_prompt_tokens, n_layers], (start, end))``; with
+    ``centres``, only those window centres are restored (the other columns are NaN)."""
     ids, s0, s1 = subject_tokens(tokenizer, prompt, subject)
     t_ids = target_tokens(tokenizer, prompt.replace("{}", subject, 1), target)
     # GPT-2's module paths, or a Llama's (model.model.layers, self_attn, embed_tokens)
@@ -90,8 +91,8 @@ def reference_trace(model, tokenizer, prompt, subject, target, *, kind, width, n
 
     base = prob()
     p_clean, p_noised = float(base[0]), float(base[1:].mean())
-    restored = np.empty((len(ids), n_layers))
+    restored = np.full((len(ids), n_layers), np.nan)
     for token in range(len(ids)):
-        for centre in range(n_layers):
+        for centre in range(n_layers) if centres is None else centres:
             restored[token, centre] = float(prob(window(centre, width, n_layers), token)[1:].mean())
     return p_clean, p_noised, restored, (s0, s1)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.workflow.runs import (
-    REPO, TARGETS, assert_same_results, prepare_workdir, reference_run, run, seed_resources,
+    REPO, RESULTS, assert_same_results, prepare_workdir, run, seed_resources, study_config,
 )
 
 HERE = Path(__file__).parent
@@ -27,6 +27,35 @@ STATE = Path(os.environ.get("LOCEDIT_SLURM_STATE", "/tmp/locedit-slurm"))
 CLUSTER_ENV = {"STATE": str(STATE), "FAKE_GPUS": "2", "NODE_CPUS": "16", "NODE_MEM_MB": "262144"}
 
 pytestmark = pytest.mark.cluster
+
+
+def cluster_config() -> dict:
+    """A small study for the SLURM round trip: every kind of job (CPU rules, model rules on the
+    "GPU" partition, a method with statistics, one without) on six records, one layer, a toy
+    model trained for a few steps (the science is not under test here)."""
+    cfg = study_config()
+    cfg["toy_model"]["steps"] = 40
+    cfg["dataset"]["limit"] = 6
+    cfg["tracing"].update(runs=[{"kind": "mlp", "window": 3}], peak_run={"kind": "mlp", "window": 3},
+                          samples=3, only_correct=False)
+    cfg["editing"].update(layers=[1], variants=["error_injection", "fact_forcing"],
+                          run_methods=["rome", "ft-1"], only_correct=False)
+    cfg["analysis"]["window"] = 3
+    return cfg
+
+
+#: What the SLURM run builds: the edits and tracing tables and the figures of tracing.
+TARGETS = [f"{RESULTS}/{name}" for name in (
+    "facts.parquet", "tracing.parquet", "tracing/o_noise.parquet", "edits.parquet",
+    "figures/tracing_heatmaps.png", "figures/tracing_peak_layers.png")]
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Path:
+    """The cluster study run locally, the reference the SLURM run must equal."""
+    workdir = tmp_path_factory.mktemp("local") / "run"
+    run(workdir, "--cores", "2", *TARGETS, configfile=prepare_workdir(workdir, cluster_config()))
+    return workdir
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +92,11 @@ def _slurm_jobs() -> list[dict]:
     return jobs
 
 
-def test_reduced_workflow_through_slurm_profile(slurm_cluster, tmp_path, tmp_path_factory):
-    reference = reference_run(tmp_path_factory)
+def test_reduced_workflow_through_slurm_profile(slurm_cluster, local_run, tmp_path):
+    reference = local_run
     before = {j["JobId"] for j in _slurm_jobs()}
     workdir = tmp_path / "slurm_run"
-    cfg = prepare_workdir(workdir)
+    cfg = prepare_workdir(workdir, cluster_config())
     # The generated world and the trained toy model come from the local run; everything from
     # the records on (data, tracing, editing: CPU and "GPU" rules) goes through SLURM.
     seed_resources(workdir, reference)
@@ -75,7 +104,8 @@ def test_reduced_workflow_through_slurm_profile(slurm_cluster, tmp_path, tmp_pat
     run(
         workdir, "--profile", str(REPO / "profiles" / "slurm"),
         # CI tuning only: poll every few seconds instead of the profile's cluster-friendly 40 s.
-        "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5",
+        "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "1",
+        "--latency-wait", "5",
         *TARGETS, configfile=cfg, timeout=1500,
     )
     elapsed = time.time() - t0

@@ -80,16 +80,19 @@ def test_tracing_engine_agrees_with_an_independent_reference(smollm):
     _, model, tok = smollm
     fact = {"case_id": 6, "prompt": "{} belongs to the continent of", "subject": "Catalonia",
             "target_true": "Europe"}
-    runs = [{"kind": "mlp", "window": 5}]  # the reference's full passes cost ~45 s per run here
+    runs = [{"kind": "mlp", "window": 5}]
+    # The reference's full passes cost ~45 s per run for all 30 centres here: every third
+    # centre, the first and the last (the clipped windows at both ends) are compared.
+    centres = sorted({*range(0, 30, 3), 1, 29})
     grid, facts = trace_dataset(model, tok, [fact], runs, noise_std=0.1, samples=2, seed=0,
                                 row_budget=64, o_noise_max_tokens=2)
     for run in runs:
         p_clean, p_noised, restored, span = reference_trace(
             model, tok, fact["prompt"], fact["subject"], fact["target_true"], kind=run["kind"],
-            width=run["window"], noise_std=0.1, samples=2, config_seed=0, case_id=6)
+            width=run["window"], noise_std=0.1, samples=2, config_seed=0, case_id=6, centres=centres)
         rows = grid[(grid.kind == run["kind"]) & (grid.window == run["window"])]
         ours = rows.pivot(index="token_index", columns="layer", values="p_restored").to_numpy()
-        np.testing.assert_allclose(ours, restored, rtol=1e-4, atol=1e-9)
+        np.testing.assert_allclose(ours[:, centres], restored[:, centres], rtol=1e-4, atol=1e-9)
         assert facts.loc[0, "p_clean"] == pytest.approx(p_clean, rel=1e-5)
         assert (facts.loc[0, "subject_start"], facts.loc[0, "subject_end"]) == span
 

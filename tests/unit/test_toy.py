@@ -69,7 +69,15 @@ def test_saved_model_loads_with_load_model(trained, world):
     logits = model(input_ids=torch.tensor([ids])).logits
     assert logits.shape == (1, len(ids), len(tok))
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["n_records"] == 2 and 0 <= saved["frac_known"] <= 1
+    # frac_known recomputed independently: transformers' own greedy generate, 36 new tokens,
+    # the true object in the continuation (the paper's criterion) for the first eval_limit records
+    known = []
+    for rec in records[: TOY["eval_limit"]]:
+        rw = rec["requested_rewrite"]
+        ids = torch.tensor([tok(rw["prompt"].format(rw["subject"]))["input_ids"]])
+        out_ids = model.generate(ids, max_new_tokens=36, do_sample=False, pad_token_id=tok.eos_token_id)
+        known.append(rw["target_true"]["str"].lower() in tok.decode(out_ids[0, ids.shape[1]:]).lower())
+    assert saved["n_records"] == 2 and saved["frac_known"] == sum(known) / len(known)
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
 

@@ -1,10 +1,11 @@
-"""Shared machinery of the orchestration tests: one reduced run per session, job lists, output
+"""Shared machinery of the workflow tests: one study run per session, job lists, output
 comparison.
 
-The reduced workflow (``.test/config.yaml``) runs once per pytest session into a scratch
-directory (:func:`reference_run`); the resume test and the SLURM test compare their own runs
-against it, so the suite pays for one uninterrupted run only. Nothing here touches the
-repository's own ``results/`` or ``.snakemake/``.
+The study (:func:`study_config`: the default config on 12 records at two layers) runs once per
+pytest session into a scratch directory (:func:`study_run`): the end-to-end test checks its
+tables, the science and one-fact tests read its trained toy model and edits, and the resume,
+bad-input, GPU-cap and tuning tests start from copies of it, so the suite pays for one
+uninterrupted run only. Nothing here touches the repository's own ``results/`` or ``.snakemake/``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
-from tests.workflow.helpers import REPO, reduced_config, write_config
+from tests.workflow.helpers import REPO, write_config
 
 #: Columns that measure wall time (edit_seconds, opt_seconds, ...): they differ between any two runs.
 TIMING_COLUMNS = re.compile(r"(^|_)(seconds|secs|time|duration)$")
@@ -69,23 +71,16 @@ def failed_logs(workdir: Path, limit: int = 4000) -> str:
     return "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-limit:]}" for p in logs[-3:])
 
 
-#: Overrides of .test/config.yaml for the orchestration tests (reruns, resume, SLURM): the same
-#: stages and rule kinds, less work. Facts are not filtered to known ones so every edit and trace
-#: job has cases whatever the toy model learned; both tracing-dependent editing problems stay.
-ORCHESTRATION_OVERRIDES = {
+#: The study the workflow tests share, over config.yaml: the default world and toy model (so
+#: the science tests see a trained model) and every rule of the default DAG (all five editing
+#: problems, every method, the analysis), on the first 12 records at two edit layers. Edit
+#: jobs checkpoint every 3 facts (the resume test reuses some) and edit one fact per batch, as
+#: the one-fact API does, so the API's row equals the workflow's to float rounding.
+STUDY_OVERRIDES = {
     "model": {"device": "cpu"},
-    "toy_model": {"steps": 60},
-    "tracing": {"runs": [{"kind": "mlp", "window": 3}, {"kind": "zero", "window": 3},
-                         {"kind": "atp", "window": 3}],
-                "peak_run": {"kind": "mlp", "window": 3}, "samples": 3, "only_correct": False,
-                "shard_size": 6},
-    "editing": {"layers": [1, 3], "run_methods": ["rome", "r-rome", "ft-1"],
-                "variants": ["error_injection", "tracing_reversal", "fact_forcing"],
-                "only_correct": False, "shard_size": 12,
-                # 4 checkpoint chunks per edit job and layer (the resume test reuses some)
-                "engine": {"chunk": 3},
-                "essence": {"n_texts": 2, "max_new_tokens": 10}},
-    "analysis": {"window": 3, "bootstrap_replicates": 10, "permutations": 10, "min_rows": 3},
+    "dataset": {"limit": 12},
+    "editing": {"layers": [0, 4], "engine": {"chunk": 3, "max_facts": 1}},
+    "analysis": {"bootstrap_replicates": 20, "permutations": 20, "min_rows": 3},
 }
 
 
@@ -96,76 +91,57 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def orchestration_config() -> dict:
-    """The reduced test config (``.test/config.yaml``) with :data:`ORCHESTRATION_OVERRIDES`."""
-    return _merge(reduced_config(), ORCHESTRATION_OVERRIDES)
+#: The repository's config.yaml (``REPO`` is pointed at a copy of the code by test_reruns).
+DEFAULT_CONFIG = REPO / "config.yaml"
+
+
+def study_config() -> dict:
+    """``config.yaml`` with :data:`STUDY_OVERRIDES`."""
+    return _merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), STUDY_OVERRIDES)
 
 
 def prepare_workdir(workdir: Path, config: dict | None = None) -> Path:
     """Create ``workdir`` with its ``config.yaml``; returns the config path."""
     workdir.mkdir(parents=True, exist_ok=True)
-    return write_config(workdir, config if config is not None else orchestration_config())
+    return write_config(workdir, config if config is not None else study_config())
 
 
-#: What the orchestration runs build: every stage up to the collected edits and the tracing
-#: tables and figures (the analysis stage has its own tests and needs facts the toy model knows).
-TARGETS = [
-    "results/toy/synthetic/facts.parquet",
-    "results/toy/synthetic/tracing.parquet",
-    "results/toy/synthetic/tracing/o_noise.parquet",
-    "results/toy/synthetic/edits.parquet",
-    "results/toy/synthetic/figures/tracing_heatmaps.png",
-    "results/toy/synthetic/figures/tracing_peak_layers.png",
-]
+#: Marks of every test module that reads the study run: slow, and one xdist group, so that under
+#: ``pytest -n 2 --dist loadgroup`` (the suite's command) one worker runs the study once and every
+#: test that reads it, while the other worker runs the rest of the suite.
+STUDY_RUN_TESTS = [pytest.mark.slow, pytest.mark.xdist_group("study_run")]
+
+#: The study's results directory.
+RESULTS = "results/toy/synthetic"
+#: Targets of runs over the study: none, i.e. the default target (every rule of the default DAG).
+TARGETS: list[str] = []
 
 
-def reference_run(tmp_path_factory) -> Path:
-    """The reduced workflow run once, uninterrupted, locally; shared by the whole session.
+def study_run(tmp_path_factory) -> Path:
+    """The study (:func:`study_config`) run once, uninterrupted, locally, with ``snakemake
+    --cores 2`` and no target; shared by the whole session, its output in ``run.log``.
 
-    Kept in the session's base temp dir (pytest's ``tmp_path_factory``) so test modules in other
-    packages (tests/cluster) reuse it. Treat it as read-only: copy it before changing anything.
+    Kept in the session's base temp dir (pytest's ``tmp_path_factory``). Treat it as read-only:
+    copy it before changing anything. ``LOCEDIT_STUDY_RUN``: a finished run of it made earlier
+    (development shortcut).
     """
-    if "reference" in _CACHE:
-        return _CACHE["reference"]
-    if os.environ.get("LOCEDIT_REFERENCE_RUN"):
-        # Development shortcut: a finished run of orchestration_config() made earlier.
-        _CACHE["reference"] = Path(os.environ["LOCEDIT_REFERENCE_RUN"])
-        return _CACHE["reference"]
-    workdir = tmp_path_factory.getbasetemp() / "reference_run"
-    done = workdir / ".reference_done"
+    if "study" in _CACHE:
+        return _CACHE["study"]
+    workdir = Path(os.environ.get("LOCEDIT_STUDY_RUN") or tmp_path_factory.getbasetemp() / "study_run")
+    done = workdir / ".study_done"
     if not done.exists():
         if workdir.exists():
             shutil.rmtree(workdir)
         cfg = prepare_workdir(workdir)
-        run(workdir, "--cores", "2", *TARGETS, configfile=cfg)
+        # One thread for the rules that would take every core: the suite runs beside this run
+        # (pytest -n 2), and two-thread jobs beside a busy core stall each other (the toy's
+        # training took 3.7x its time alone). Threads change no rerun decision.
+        one = [f"{rule}=1" for rule in ("train_toy_model", "filter_known_facts", "compute_layer_stats")]
+        proc = run(workdir, "--cores", "2", "--set-threads", *one, "--", *TARGETS, configfile=cfg,
+                   timeout=1800)
+        (workdir / "run.log").write_text(proc.stdout + proc.stderr)
         done.write_text("ok\n")
-    _CACHE["reference"] = workdir
-    return workdir
-
-
-#: Records of the default study (default world, toy and hyperparameters; error injection only).
-DEFAULT_STUDY_LIMIT = 16
-
-
-def default_study_run(tmp_path_factory) -> Path:
-    """The default config's toy model and edits of its first DEFAULT_STUDY_LIMIT records
-    (error injection, every method at the default layers), run once per session.
-
-    ``LOCEDIT_DEFAULT_STUDY``: a finished run of it made earlier (development shortcut).
-    """
-    workdir = Path(os.environ.get("LOCEDIT_DEFAULT_STUDY")
-                   or tmp_path_factory.getbasetemp() / "default_study")
-    if (workdir / ".done").exists():
-        return workdir
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg["model"]["device"] = "cpu"
-    cfg["dataset"]["limit"] = DEFAULT_STUDY_LIMIT
-    cfg["editing"]["variants"] = ["error_injection"]
-    path = prepare_workdir(workdir, cfg)
-    results = "results/toy/synthetic"
-    run(workdir, "--cores", "2", f"{results}/facts.parquet", f"{results}/edits.parquet",
-        configfile=path, timeout=1200)
-    (workdir / ".done").write_text("ok\n")
+    _CACHE["study"] = workdir
     return workdir
 
 

@@ -1,19 +1,15 @@
-"""Every analysis rule (join, regressions, tables, figures) runs through Snakemake on the reduced
-default config, from synthetic upstream tables shaped like the real ones (no model is loaded)."""
+"""The probe analysis rules (not in the default DAG: editing.probes is off there) run through
+Snakemake from synthetic upstream tables shaped like the real ones (no model is loaded); the
+default DAG's analysis rules run on real tables in test_end_to_end.py."""
 
 from __future__ import annotations
 
-
 import pandas as pd
+import pytest
 import yaml
 
 from tests.analysis_synth import make_tables
 from tests.workflow.helpers import REPO, snakemake, write_config
-
-ANALYSIS_RULES = [
-    "join_edits_tracing", "fit_regressions", "write_tables", "plot_edit_scores", "plot_r2_bars",
-    "plot_trace_scatter", "plot_tracing_windows",
-]  # fmt: skip
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -41,92 +37,6 @@ def _write_upstream(tmp_path, cfg, facts, tracing, edits):
     return results, out
 
 
-def _targets(results: str) -> list[str]:
-    from locedit.analysis.tables import TABLE_NAMES as tables
-    from locedit.registry.analysis import FIGURES as figs
-
-    return (
-        [f"{results}/regression.csv"]
-        + [f"{results}/analysis/tables/{t}.{e}" for t in tables for e in ("md", "tex", "html")]
-        + [f"{results}/figures/{f}.{e}" for f, fig in figs.items() if not fig.probes for e in ("png", "pdf")]
-    )
-
-
-def test_analysis_rules_run_on_the_reduced_config(tmp_path):
-    cfg = _config()
-    cfg["analysis"]["bootstrap_replicates"] = 20  # the rules, not the statistics, are under test
-    cfg["analysis"]["permutations"] = 20
-    layers = cfg["editing"]["layers"]
-    windows = sorted({r["window"] for r in cfg["tracing"]["runs"] if r["kind"] == "mlp"})
-    assert cfg["analysis"]["window"] in windows
-    facts, tracing, edits = make_tables(
-        n_cases=15,
-        n_model_layers=max(layers) + 2,
-        edit_layers=tuple(layers),
-        windows=tuple(windows),
-        variants=tuple(cfg["editing"]["variants"]),
-        methods=tuple(cfg["editing"]["run_methods"]),
-        seed=2,
-    )
-    results, out = _write_upstream(tmp_path, cfg, facts, tracing, edits)
-    configfile = write_config(tmp_path, cfg)
-    targets = _targets(results)
-    assert len(targets) > 40
-    snakemake(
-        tmp_path,
-        "--cores",
-        "2",
-        "--allowed-rules",
-        *ANALYSIS_RULES,
-        "--",
-        *targets,
-        configfile=configfile,
-    )
-    for t in targets:
-        path = tmp_path / t
-        assert path.exists() and path.stat().st_size > 0, t
-        if t.endswith(".png"):
-            assert path.read_bytes()[:4] == b"\x89PNG"
-    reg = pd.read_csv(out / "regression.csv")
-    for col in [
-        "variant",
-        "method",
-        "metric",
-        "n",
-        "r2_layer",
-        "r2_trace",
-        "r2_both",
-        "r2_diff",
-        "f_pvalue",
-        "rmse_layer",
-        "mae_trace",
-        "wald_pvalue_cluster",
-        "wald_pvalue_cr3",
-        "wald_status",
-        "cv_r2_diff",
-        "perm_pvalue",
-        "status",
-    ]:
-        assert col in reg.columns, col
-    assert len(reg) == len(cfg["editing"]["variants"]) * len(cfg["editing"]["run_methods"]) * len(
-        cfg["analysis"]["metrics"]
-    )
-    joined = pd.read_parquet(out / "edit_vs_trace.parquet")
-    assert joined["case_id"].isin(facts.loc[facts.is_correct, "case_id"]).all()
-    # Nothing left to do: outputs are complete and their params/code hashes recorded.
-    dry = snakemake(
-        tmp_path, "-n", "--allowed-rules", *ANALYSIS_RULES, "--", *targets, configfile=configfile
-    )
-    assert "Nothing to be done" in dry.stdout + dry.stderr
-    # The report holds every table (rendered HTML, captioned), not only the figures.
-    report = tmp_path / "report.html"
-    snakemake(tmp_path, "--report", str(report), "--allowed-rules", *ANALYSIS_RULES, "--",
-              *targets, configfile=configfile)
-    html = report.read_text(errors="replace")
-    tables = sorted({t.rsplit("/", 1)[1].split(".")[0] for t in targets if "/tables/" in t})
-    assert tables and not [t for t in tables if f"{t}.html" not in html], tables
-
-
 def test_every_figure_has_a_caption():
     from locedit.registry.analysis import FIGURES
 
@@ -135,6 +45,7 @@ def test_every_figure_has_a_caption():
         assert (REPO / "workflow/report" / fig.caption).read_text().strip(), stem
 
 
+@pytest.mark.slow
 def test_probe_rules_run_with_probes_on(tmp_path):
     """With editing.probes on, the probe table and figure are made and every probe is regressed."""
     import numpy as np

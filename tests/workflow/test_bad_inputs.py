@@ -21,12 +21,13 @@ from tests.workflow.helpers import reverse_mappings, write_config
 from tests.workflow.runs import (
     TARGETS,
     dry_run_jobs,
-    orchestration_config,
-    reference_run,
+    study_config,
+    study_run,
     run,
+    STUDY_RUN_TESTS,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = STUDY_RUN_TESTS
 
 #: The validation report is rewritten by every validation; everything else is a result.
 REPORT = "results/toy/synthetic/validation.json"
@@ -36,7 +37,7 @@ REPORT = "results/toy/synthetic/validation.json"
 def finished(tmp_path_factory, tmp_path) -> Path:
     """A private copy of the finished reference run."""
     workdir = tmp_path / "run"
-    shutil.copytree(reference_run(tmp_path_factory), workdir, symlinks=True)
+    shutil.copytree(study_run(tmp_path_factory), workdir, symlinks=True)
     return workdir
 
 
@@ -60,7 +61,7 @@ def test_bad_record_file_is_named_and_costs_nothing(finished):
     records[3]["case_id"] = str(records[2]["case_id"])
     bad = finished / "bad_records.json"
     bad.write_text(json.dumps(records))
-    cfg = orchestration_config()
+    cfg = study_config()
     cfg["dataset"].update(source="path", path=str(bad))  # same dataset name as the good run
     proc = run(finished, "--cores", "2", *TARGETS, configfile=write_config(finished, cfg),
                check=False)
@@ -74,32 +75,32 @@ def test_bad_record_file_is_named_and_costs_nothing(finished):
 
 def test_config_mistakes_stop_at_planning(finished):
     before = results_digest(finished)
-    cfg = orchestration_config()
-    cfg["editing"]["layers"] = [1, 8]
+    cfg = study_config()
+    cfg["editing"]["layers"] = [1, 14]
     cfg["analysis"]["window"] = 7
     proc = run(finished, "--cores", "2", *TARGETS, configfile=write_config(finished, cfg),
                check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "editing.layers: layer(s) [8] outside the model's 6 layers" in out
+    assert "editing.layers: layer(s) [14] outside the model's 12 layers" in out
     assert "analysis.window: mlp/7" in out
     assert started_rules(out) == set()
     assert results_digest(finished) == before
 
 
 def test_key_order_does_not_rerun(finished):
-    cfg = reverse_mappings(copy.deepcopy(orchestration_config()))
+    cfg = reverse_mappings(copy.deepcopy(study_config()))
     path = finished / "reordered.yaml"
     import yaml
 
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    assert list(yaml.safe_load(path.read_text())) != list(orchestration_config())
+    assert list(yaml.safe_load(path.read_text())) != list(study_config())
     assert dry_run_jobs(finished, "--cores", "1", *TARGETS, configfile=path) == {}
 
 
 def test_model_that_knows_too_few_facts_stops_after_the_filter(finished):
     before = {k: v for k, v in results_digest(finished).items() if "/tracing" in k or "/editing" in k}
-    cfg = orchestration_config()
+    cfg = study_config()
     cfg["tracing"]["only_correct"] = True
     cfg["filter"] = {"min_known": 10_000}
     proc = run(finished, "--cores", "2", *TARGETS, configfile=write_config(finished, cfg),

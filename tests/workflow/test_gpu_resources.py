@@ -10,17 +10,10 @@ from datetime import datetime
 import pytest
 import yaml
 
-from locedit.registry.rules import EDIT_RULES
 from tests.workflow.helpers import REPO, write_config
-from tests.workflow.runs import (
-    TARGETS,
-    orchestration_config,
-    prepare_workdir,
-    reference_run,
-    run,
-)
+from tests.workflow.runs import STUDY_RUN_TESTS, RESULTS, prepare_workdir, run, study_config, study_run
 
-pytestmark = pytest.mark.slow
+pytestmark = STUDY_RUN_TESTS
 
 
 def model_rules() -> set[str]:
@@ -44,7 +37,7 @@ def listing_resources(text: str) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("device, gpus", [("cuda", "1"), ("cpu", "0")])
 def test_model_jobs_hold_a_gpu_only_under_cuda(tmp_path, device, gpus):
-    cfg = orchestration_config()
+    cfg = study_config()
     cfg["model"]["device"] = device
     cfg["editing"]["tuning"] = {"enabled": True}  # so every model-loading rule is planned
     path = prepare_workdir(tmp_path, cfg)
@@ -75,19 +68,27 @@ def _job_spans(workdir) -> list[tuple[datetime, datetime]]:
 
 
 def test_gpu_cap_limits_concurrent_model_jobs(tmp_path, tmp_path_factory):
-    """The one-thread edit jobs on 6 cores, each holding one GPU, under --resources gpu=2: never
-    more than two at once (and two at once, so the cap is not a serialisation)."""
+    """Six one-thread edit jobs (r-ROME and FT-1 of three editing problems) on 6 cores, each
+    holding one GPU, under --resources gpu=2: never more than two at once (and two at once, so
+    the cap is not a serialisation)."""
     workdir = tmp_path / "run"
-    shutil.copytree(reference_run(tmp_path_factory), workdir, symlinks=True)
-    cfg = orchestration_config()
+    shutil.copytree(study_run(tmp_path_factory), workdir, symlinks=True)
+    cfg = study_config()
     cfg["model"]["gpus_per_job"] = 1  # as under CUDA; the jobs themselves run on the CPU
     path = write_config(workdir, cfg)
-    edits = [t for t in TARGETS if t.endswith("edits.parquet")]
+    variants, methods = cfg["editing"]["variants"][:3], ["r-rome", "ft-1"]
+    layer = cfg["editing"]["layers"][0]
+    edits = [f"{RESULTS}/editing/{v}/{m}/{layer}/0.parquet" for v in variants for m in methods]
+    # Those jobs' results (every layer's) and checkpoints removed: exactly they rerun.
+    for v in variants:
+        for m in methods:
+            for out in (workdir / RESULTS / "editing" / v / m).glob("*/0.parquet"):
+                out.unlink()
+            shutil.rmtree(workdir / RESULTS / ".cache/edit_facts" / v / m)
     shutil.rmtree(workdir / "logs/edit_facts")
-    run(workdir, "--cores", "6", "--resources", "gpu=2", "--forcerun", *EDIT_RULES, *edits,
-        configfile=path)
+    run(workdir, "--cores", "6", "--resources", "gpu=2", "--", *edits, configfile=path)
     spans = _job_spans(workdir)
-    assert len(spans) == len(cfg["editing"]["variants"]) * len(cfg["editing"]["run_methods"])
+    assert len(spans) == len(edits)
     events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
     running = peak = 0
     for _, step in events:

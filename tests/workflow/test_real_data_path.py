@@ -13,6 +13,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from tests.conftest import FIXTURES
 from tests.workflow.helpers import reduced_config, snakemake, write_config
 
+pytestmark = pytest.mark.slow  # Snakemake jobs (validation, records, the known-fact filter)
+
 
 @pytest.fixture(scope="module")
 def local_model_dir(tmp_path_factory, tiny_tokenizer):

@@ -21,7 +21,7 @@ from locedit.registry.methods import METHODS
 from locedit.registry.rules import EDIT_RULES
 from tests.workflow.helpers import REPO
 from tests.workflow import runs
-from tests.workflow.runs import dry_run_listing, orchestration_config, prepare_workdir, touched_tree
+from tests.workflow.runs import dry_run_listing, study_config, prepare_workdir, touched_tree
 
 NOISE_VARIANTS = {"tracing_reversal", "fact_forcing"}  # their edit inputs come from tracing
 
@@ -48,27 +48,47 @@ def _effective(config: dict) -> dict:
     return cfg
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A copy of the workflow and package (the code test edits it) and a workdir whose whole
-    reduced workflow is recorded as finished against it; the config and the full plan."""
+def _finished(tmp_path_factory, copy_code: bool, **editing):
+    """A workdir whose whole study is recorded as finished (``touched_tree``); the config and the
+    full plan. ``copy_code``: against a copy of the workflow and package (the code test edits
+    it), made the workflow the tests run (``runs.REPO``) for as long as the fixture lives."""
     root = tmp_path_factory.mktemp("reruns")
-    for part in ("Snakefile", "workflow", "src", "profiles", "envs"):
-        src = REPO / part
-        if src.is_dir():
-            shutil.copytree(src, root / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, root / part)
+    if copy_code:
+        for part in ("Snakefile", "workflow", "src", "profiles", "envs"):
+            src = REPO / part
+            if src.is_dir():
+                shutil.copytree(src, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(src, root / part)
     workdir = root / "work"
-    config = orchestration_config()
+    config = study_config()
+    config["editing"].update(editing)
     cfg = prepare_workdir(workdir, config)
-    old, runs.REPO = runs.REPO, root
+    old = runs.REPO
+    if copy_code:
+        runs.REPO = root
     try:
         full = dry_run_listing(workdir, configfile=cfg)
         touched_tree(workdir, cfg)
         yield workdir, _effective(config), full
     finally:
         runs.REPO = old
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    yield from _finished(tmp_path_factory, copy_code=True)
+
+
+@pytest.fixture(scope="module", params=[None, 1], ids=["job_per_method", "job_per_layer"])
+def finished_by_layers_per_job(request, tmp_path_factory):
+    """The finished study with one edit job per (variant, method) over all layers, and with one
+    per layer (editing.layers_per_job: 1; against the repository's own code: code hashes follow
+    content, so its plans are the same under the copy)."""
+    if request.param is None:
+        yield request.getfixturevalue("finished")
+    else:
+        yield from _finished(tmp_path_factory, copy_code=False, layers_per_job=request.param)
 
 
 def _replan(workdir: Path, override: dict | None = None, name: str = "") -> list[dict]:
@@ -136,14 +156,14 @@ def test_tracing_noise_replans_tracing_and_its_dependents_only(finished):
     _assert_only(jobs, TRACING | EDITING | AGGREGATES, "tracing.noise_std")
 
 
-def test_added_layer_adds_only_its_jobs(finished):
-    workdir, config, full = finished
+def test_added_layer_adds_only_its_jobs(finished_by_layers_per_job):
+    workdir, config, full = finished_by_layers_per_job
     layers = list(config["editing"]["layers"])
     new = max(layers) + 1
     jobs = _replan(workdir, {"editing": {"layers": layers + [new]}}, "layer")
     edits = _edit_jobs(jobs)
     assert edits and all(j["reason"].startswith("Missing output files") for j in edits)
-    if config["editing"].get("layers_per_job") == 1:
+    if config["editing"]["layers_per_job"] == 1:
         assert {j["wildcards"]["layer"] for j in edits} == {str(new)}
         per_layer = len(_edit_jobs(full)) // len(layers)
         assert len(edits) == per_layer
@@ -175,7 +195,7 @@ def test_code_reruns_follow_content_not_timestamps(finished):
     finally:
         ft.write_text(original)
     _assert_only(jobs, set(EDIT_RULES) | AGGREGATES, "src/locedit/editing/ft.py")
-    config = orchestration_config()
+    config = study_config()
     ft_methods = {"ft-1", "ft-5"} & set(config["editing"]["run_methods"])
     edits = _edit_jobs(jobs)
     assert ft_methods and {j["wildcards"]["method"] for j in edits} == ft_methods

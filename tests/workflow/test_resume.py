@@ -24,7 +24,9 @@ import pandas as pd
 import pytest
 
 from tests.workflow.runs import (
-    TARGETS, TIMING_COLUMNS, assert_same_results, reference_run, run, run_env, snakemake_cmd,
+    RESULTS, TIMING_COLUMNS, assert_same_results, run, run_env, snakemake_cmd, study_config,
+    study_run,
+    STUDY_RUN_TESTS,
 )
 
 #: Edit jobs checkpoint chunks of finished facts in hidden cache directories next to their
@@ -33,7 +35,7 @@ CHUNK_GLOB = "results/*/*/.cache/edit_facts/**/chunk_*.json"
 CHUNK_SIZE = re.compile(r"_(\d+)\.json$")
 KILL_AFTER_CHUNKS = 2
 
-pytestmark = pytest.mark.slow
+pytestmark = STUDY_RUN_TESTS
 
 
 def _running_chunks(workdir: Path) -> dict[Path, int]:
@@ -77,22 +79,23 @@ def _freeze_and_kill(proc: subprocess.Popen, workdir: Path, log: Path) -> dict[P
 
 
 def test_kill_9_mid_job_then_resume(tmp_path, tmp_path_factory):
-    reference = reference_run(tmp_path_factory)
-    # Start from the finished reference run with the editing stage undone (outputs and their
-    # checkpoints removed): the run below redoes the edit jobs, the long ones.
+    reference = study_run(tmp_path_factory)
+    # Start from the finished study with the error-injection edits undone (outputs and their
+    # checkpoints removed): the run below redoes those edit jobs, one per method.
     workdir = tmp_path / "killed"
     shutil.copytree(reference, workdir, symlinks=True)
     cfg = workdir / "config.yaml"
-    for res in (workdir / "results").glob("*/*"):
-        shutil.rmtree(res / "editing", ignore_errors=True)
-        shutil.rmtree(res / ".cache", ignore_errors=True)
-        (res / "edits.parquet").unlink(missing_ok=True)
+    shutil.rmtree(workdir / RESULTS / "editing/error_injection")
+    shutil.rmtree(workdir / RESULTS / ".cache/edit_facts")
     assert not list(workdir.glob(CHUNK_GLOB))
+    ed = study_config()["editing"]
+    targets = [f"{RESULTS}/editing/error_injection/{m}/{layer}/0.parquet"
+               for m in ed["run_methods"] for layer in ed["layers"]]
     log_path = tmp_path / "first_run.log"
     # Own process group, so that one killpg takes snakemake and every job it started, as a
     # power loss or a node failure would.
     with log_path.open("w") as log:
-        proc = subprocess.Popen(snakemake_cmd(workdir, "--cores", "2", *TARGETS, configfile=cfg),
+        proc = subprocess.Popen(snakemake_cmd(workdir, "--cores", "2", *targets, configfile=cfg),
                                 cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=run_env(),
                                 start_new_session=True)
         try:
@@ -110,7 +113,7 @@ def test_kill_9_mid_job_then_resume(tmp_path, tmp_path_factory):
 
     # The documented resume command (a stale lock is left by kill -9).
     run(workdir, "--unlock", configfile=cfg)
-    run(workdir, "--cores", "2", "--rerun-incomplete", *TARGETS, configfile=cfg)
+    run(workdir, "--cores", "2", "--rerun-incomplete", *targets, configfile=cfg)
 
     assert not _incomplete(workdir)
     assert not list((workdir / "results").rglob("*.tmp")), "a killed write's temporary was left"
@@ -128,14 +131,14 @@ def test_kill_9_mid_job_then_resume(tmp_path, tmp_path_factory):
         m = re.search(rf"reused (\d+) checkpointed edit\(s\) from {where}\n", log.read_text())
         assert m and int(m.group(1)) == n, f"{log}: expected {n} reused edits:\n{log.read_text()[-2000:]}"
     # And the resumed workflow is complete: nothing left to do.
-    proc = run(workdir, "-n", *TARGETS, configfile=cfg)
+    proc = run(workdir, "-n", *targets, configfile=cfg)
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
 def test_changed_hyperparameters_do_not_reuse_checkpoints(tmp_path, tmp_path_factory):
     """Checkpoints resume a job cut off under the same settings only: after a change of a ROME
     hyperparameter the rerun ROME job must recompute its facts, not return the old results."""
-    reference = reference_run(tmp_path_factory)
+    reference = study_run(tmp_path_factory)
     workdir = tmp_path / "changed"
     shutil.copytree(reference, workdir, symlinks=True)
     shards = sorted((workdir / "results").glob("*/*/editing/error_injection/rome/*/*.parquet"))

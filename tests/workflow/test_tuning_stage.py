@@ -13,22 +13,23 @@ import pytest
 import yaml
 
 from locedit.registry.rules import EDIT_RULES
-from tests.workflow.runs import TARGETS, dry_run_listing, orchestration_config, reference_run, run, write_config
+from tests.workflow.runs import STUDY_RUN_TESTS, RESULTS, dry_run_listing, run, study_config, study_run, write_config
 
-pytestmark = pytest.mark.slow
+pytestmark = STUDY_RUN_TESTS
 
 GRIDS = {"rome": {"kl_factor": [0.0625, 1.0]}, "ft-1": {"norm_constraint": [1.0e-3, 2.0e-2]}}
 
 
 def test_tuning_stage_chooses_and_edit_jobs_use_the_choice(tmp_path, tmp_path_factory):
     workdir = tmp_path / "run"
-    shutil.copytree(reference_run(tmp_path_factory), workdir, symlinks=True)
-    cfg = orchestration_config()
-    cfg["editing"]["variants"] = ["error_injection"]  # a third of the jobs
+    shutil.copytree(study_run(tmp_path_factory), workdir, symlinks=True)
+    cfg = study_config()
+    cfg["editing"]["variants"] = ["error_injection"]  # a fifth of the jobs
+    cfg["editing"]["run_methods"] = ["rome", "r-rome", "ft-1"]
     cfg["editing"]["tuning"] = {"enabled": True, "n_facts": 3, "layer": 1, "grids": GRIDS,
                                 "selection": {"max_rewrite": 0.99, "max_neighborhood_drop": 0.5}}  # fmt: skip
     path = write_config(workdir, cfg)
-    edits = [t for t in TARGETS if t.endswith("edits.parquet")]
+    edits = [f"{RESULTS}/edits.parquet"]
     run(workdir, "--cores", "2", *edits, "results/toy/synthetic/tuning/tuning.md", configfile=path)
 
     ed = cfg["editing"]

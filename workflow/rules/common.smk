@@ -184,12 +184,12 @@ def declare_model_gpus():
 
 def declare_priorities():
     """Scheduling order (locedit.registry.rules): the rules edit jobs wait on first, then edit
-    jobs by their method's cost, the rest at Snakemake's default 0. Order only, never a result."""
+    jobs by their cost, the rest at Snakemake's default 0. Order only, never a result."""
     for rule_ in workflow.rules:
         if rule_.name in UNLOCKING_RULES:
             rule_.priority = UNLOCKING_PRIORITY
         elif rule_.name in EDIT_RULES:
-            rule_.priority = lambda wildcards: edit_priority(wildcards.method)
+            rule_.priority = lambda wildcards: edit_priority(wildcards.method, wildcards.variant)
 
 
 def model_params():

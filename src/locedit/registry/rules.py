@@ -47,14 +47,21 @@ UNLOCKING_RULES = (
 
 #: Snakemake priorities (among ready jobs the highest starts first; the order of jobs only,
 #: never a result or a rerun): unlocking rules, then edit jobs longest first by their method's
-#: ``cost`` (locedit.registry.methods), then everything else (aggregation, tables, figures) at 0.
+#: cost under their problem (locedit.registry.methods), then everything else (aggregation,
+#: tables, figures) at 0.
 UNLOCKING_PRIORITY = 100
 EDIT_PRIORITY = 10
 
 
-def edit_priority(method: str) -> int:
-    """Priority of a method's edit jobs: EDIT_PRIORITY plus its cost rank."""
-    from locedit.registry.methods import METHODS, get_method
+def _edit_cost(method, variant) -> float:
+    return method.cost_noised if variant.tracing_input == "noise" else method.cost
 
-    ranks = sorted({m.cost for m in METHODS.values()})
-    return EDIT_PRIORITY + ranks.index(get_method(method).cost)
+
+def edit_priority(method: str, variant: str) -> int:
+    """Priority of the edit jobs of (method, variant): EDIT_PRIORITY plus their cost's rank among
+    every registered (method, problem) pair."""
+    from locedit.registry.methods import METHODS, get_method
+    from locedit.registry.variants import VARIANTS
+
+    costs = sorted({_edit_cost(m, v) for m in METHODS.values() for v in VARIANTS.values()})
+    return EDIT_PRIORITY + costs.index(_edit_cost(get_method(method), VARIANTS[variant]))
