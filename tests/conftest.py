@@ -79,17 +79,15 @@ def unfused_engines(monkeypatch):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Cluster tests last. The SLURM test installs SLURM and stops its daemons when done; from
-    then on every ``snakemake`` start waits ~9 s in the SLURM plugin's ``scontrol show config``
-    (its timeout against the stopped controller), which the workflow tests would all pay."""
-    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
+    """The tests that read the study run first, cluster tests last, stable otherwise.
 
+    Under ``-n 2 --dist loadgroup`` the worker of the study-run group starts the run at once,
+    and the other worker runs the rest of the suite meanwhile instead of idling at the end while
+    the run is made. The SLURM test installs and starts SLURM on the host (``slurm_down.sh``
+    puts /etc/slurm back after it), so nothing else runs after it in a session that selects it.
+    """
 
-def pytest_collection_modifyitems(session, config, items):
-    """The tests that read the study run first (stable otherwise): under ``-n 2 --dist
-    loadgroup`` their worker starts the study run at once, and the other worker runs the rest
-    of the suite meanwhile instead of idling at the end while the run is made."""
     def reads_study(item) -> bool:
         return any(m.args == ("study_run",) for m in item.iter_markers("xdist_group"))
 
-    items.sort(key=lambda item: not reads_study(item))
+    items.sort(key=lambda item: (item.get_closest_marker("cluster") is not None, not reads_study(item)))

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from tests.workflow.runs import (
     RESULTS, TIMING_COLUMNS, assert_same_results, run, run_env, snakemake_cmd, study_config,
