@@ -41,6 +41,16 @@ def encode_prompt_target(
     return prompt_ids, tokenizer(" " + target, add_special_tokens=False)["input_ids"]
 
 
+def encode_pair(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, target: str
+) -> tuple[list[int], list[int], list[int]]:
+    """``(row, read positions, target ids)`` of a teacher-forced (prompt, target) pair: the row
+    is ``prompt_ids + target_ids[:-1]`` and the logits at ``len(prompt_ids) - 1 + j`` predict
+    target token ``j``."""
+    p, t = encode_prompt_target(tokenizer, prompt, target)
+    return p + t[:-1], list(range(len(p) - 1, len(p) - 1 + len(t))), t
+
+
 @dataclass
 class TeacherForcedBatch:
     """Right-padded rows ``prompt_ids + target_ids[:-1]`` and where each target is read.
@@ -68,14 +78,9 @@ def make_batch(
     """Build a teacher-forced batch for ``len(prompts)`` (prompt, target) pairs."""
     if len(prompts) != len(targets):
         raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
-    rows, tgts, reads = [], [], []
-    for prompt, target in zip(prompts, targets):
-        p, t = encode_prompt_target(tokenizer, prompt, target)
-        rows.append(p + t[:-1])
-        tgts.append(t)
-        reads.append(list(range(len(p) - 1, len(p) - 1 + len(t))))
+    rows, reads, tgts = zip(*(encode_pair(tokenizer, p, t) for p, t in zip(prompts, targets)))
     ids, mask = right_pad(rows, tokenizer.pad_token_id)
-    return TeacherForcedBatch(ids.to(device), mask.to(device), tgts, reads)
+    return TeacherForcedBatch(ids.to(device), mask.to(device), list(tgts), list(reads))
 
 
 def right_pad(rows: Sequence[Sequence[int]], pad_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:

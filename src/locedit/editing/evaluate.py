@@ -32,7 +32,7 @@ from locedit.editing.probes import probe_rows
 from locedit.kernels import fused_activations
 from locedit.noise import noised_subject
 from locedit.data.records import subject_token_range
-from locedit.scoring import encode_prompt_target, right_pad
+from locedit.scoring import encode_pair, right_pad
 
 FAMILIES = ("rewrite", "paraphrase", "neighborhood")
 
@@ -127,10 +127,10 @@ def probe_probabilities(
 
 @functools.lru_cache(maxsize=1 << 16)
 def _encoded(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str):
-    """``(row ids, read positions, target ids)`` of a (prompt, target) pair; an edit job scores
-    the same pairs after every edit of a case (one per layer), so they are encoded once."""
-    p, t = encode_prompt_target(tokenizer, prompt, target)
-    return tuple(p + t[:-1]), list(range(len(p) - 1, len(p) - 1 + len(t))), list(t)
+    """:func:`locedit.scoring.encode_pair`, the row as a tuple; an edit job scores the same pairs
+    after every edit of a case (one per layer), so they are encoded once."""
+    row, reads, tgt = encode_pair(tokenizer, prompt, target)
+    return tuple(row), reads, tgt
 
 
 def _host_rows(rows: list[tuple[int, ...]], spans: list) -> list[int]:

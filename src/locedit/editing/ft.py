@@ -375,7 +375,7 @@ def edit_ft_batch(
             block_ins = [f.block_in for f in active]
         if layout is None:
             layout = _ft_batch_layout(model, active, low)
-        with fused_activations(model):  # not across the yields below: evaluation is unmodified
+        with fused_activations(model):  # not across the yields below: evaluation swaps its own
             loss = _ft_step_loss(model, active, layers, params, low, block_ins, layout)
             values = loss.detach().tolist()
             going = [k for k, f in enumerate(active) if values[k] >= float(hp.stop_loss)]
