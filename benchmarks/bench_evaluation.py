@@ -12,6 +12,11 @@ Defaults: the toy model and the prepared edit inputs of a default run (``snakema
 first, or ``--root`` a directory holding one), error injection and fact forcing, one thread::
 
     python benchmarks/bench_evaluation.py --root /path/to/run --cases 60
+
+The real-model preset's model and inputs (after a run of ``config/smollm2.yaml``), two threads::
+
+    python benchmarks/bench_evaluation.py --root RUN --model RUN/resources/models/SmolLM2-135M-Instruct.Q4_1-b179c9523d0e \
+        --results RUN/results/smollm2-135m/known --variants error_injection --cases 20 --threads 2
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from locedit import kernels  # noqa: E402
+from locedit.adapters import d_model  # noqa: E402
 from locedit.editing import essence, evaluate  # noqa: E402
 from locedit.editing.variants import case_noise  # noqa: E402
 from locedit.io import read_json  # noqa: E402
@@ -75,14 +81,18 @@ def timed(fn, model, tok, cases, noises):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=REPO)
+    ap.add_argument("--model", type=Path, help="default: ROOT/resources/models/toy")
+    ap.add_argument("--results", type=Path, help="default: ROOT/results/toy/synthetic")
+    ap.add_argument("--variants", nargs="+", default=[ERROR_INJECTION.name, FACT_FORCING.name])
     ap.add_argument("--cases", type=int, default=60)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model, tok = load_model(str(args.root / "resources/models/toy"), device="cpu")
-    d = model.config.n_embd
-    for variant in (ERROR_INJECTION.name, FACT_FORCING.name):
-        inputs = args.root / f"results/toy/synthetic/editing/inputs/{variant}/0.json"
+    model, tok = load_model(str(args.model or args.root / "resources/models/toy"), device="cpu")
+    d = d_model(model)
+    results = args.results or args.root / "results/toy/synthetic"
+    for variant in args.variants:
+        inputs = results / f"editing/inputs/{variant}/0.json"
         cases = read_json(inputs)["cases"][: args.cases]
         noises = [case_noise(c, tok, d) for c in cases]
         # The baseline without the fused GELU: evaluate's and essence's swaps made no-ops.
