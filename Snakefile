@@ -2,8 +2,17 @@
 
 Results path grammar (one wildcard per directory level):
 
-    resources/world/{records.json,corpus.txt}          generated fact world (dataset.source: synthetic)
-    resources/models/toy/                              tiny GPT-2 trained on the world (model.source: toy)
+Shared artefacts live under keys of what made them (locedit.provenance), so that studies share
+one only when it is identical and never overwrite another's; results live under the config's names.
+
+    resources/world/{key}/{records.json,corpus.txt}    generated fact world (key: world settings, seed)
+    resources/models/toy-{key}/                        tiny GPT-2 trained on it (key: world, toy_model, seed)
+    resources/models/{stem}-{sha12}/                   an imported GGUF model (key: the file's content)
+    resources/stats/{name}-{key}/                      ROME/MEMIT statistics (key: model, dtype, corpus
+                                                       content, editing.stats settings)
+    results/{model}/{dataset}/validation/{key}.json    validation report of one candidate input
+    results/{model}/{dataset}/validation.json          the published (passing) report: what the
+                                                       names stand for, model and dataset file hashes
     results/{model}/{dataset}/records.json             validated CounterFact-shaped records (first dataset.limit)
     results/{model}/{dataset}/facts.parquet            known-fact filter: p_true, p_new, is_correct, ...
     results/{model}/{dataset}/tracing/...              causal tracing / zeroing shards and tracing.parquet
@@ -13,6 +22,7 @@ Results path grammar (one wildcard per directory level):
     results/{model}/{dataset}/regression*.csv          regressions (R², F-tests, clustered Wald, bootstrap, permutation)
     results/{model}/{dataset}/analysis/tables/...      the paper's tables (markdown + LaTeX)
     results/{model}/{dataset}/figures/...              seaborn figures (PNG + PDF)
+    results/{model}/{dataset}/provenance.json          what the study ran on (written last)
     logs/{rule}/{model}/{dataset}/...                  one log per job
     benchmarks/{rule}/{model}/{dataset}/...            Snakemake benchmark tables of expensive jobs
 """
@@ -51,3 +61,4 @@ rule all:
         editing_targets(),
         tuning_targets(),
         analysis_targets(),
+        provenance_targets(),

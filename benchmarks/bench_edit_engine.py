@@ -7,8 +7,8 @@ edit jobs do. Printed per method: edits/second of each path and their ratio; FLO
 run) and their ratio; and the largest difference of any evaluated probability between the two
 paths (they compute the same edits up to float rounding).
 
-Defaults: the toy model (``resources/models/toy``, from ``snakemake --cores 2
-resources/models/toy/config.json``), its world's records, the hyperparameters and context
+Defaults: the toy model (``resources/models/toy-<key>`` of config.yaml, from ``snakemake --cores 2
+train_toy_model``), its world's records, the hyperparameters and context
 templates of ``config.yaml`` (error injection), one thread::
 
     python benchmarks/bench_edit_engine.py                          # 24 edits per method
@@ -21,7 +21,7 @@ matmul throughput::
 
     python benchmarks/bench_edit_engine.py --model resources/models/SmolLM2-135M-Instruct.Q4_1-b179c9523d0e \
         --config config/smollm2.yaml --run results/smollm2-135m/known \
-        --stats resources/stats/smollm2-135m/sampled-240x128 --threads 2 --edits 8 --layer 5
+        --stats resources/stats/sampled-240x128-<key> --threads 2 --edits 8 --layer 5
 
 GPU, random GPT-J-shaped model in float16 (random SPD C, fixed context templates)::
 

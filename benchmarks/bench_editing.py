@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from locedit.adapters import edit_weight, is_conv1d, n_layers  # noqa: E402
+from locedit.api import toy_dir  # noqa: E402
 from locedit.editing.covariance import CovarianceStore, accumulate_second_moments  # noqa: E402
 from locedit.registry.methods import FT1, FT5, MEMIT, ROME  # noqa: E402
 from locedit.editing.memit import apply_memit  # noqa: E402
@@ -52,7 +53,7 @@ from locedit.editing.types import EditRequest, restore  # noqa: E402
 from locedit.scoring import target_logprobs  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "counterfact_sample_5.json"
-TOY = REPO / "resources" / "models" / "toy"
+TOY = toy_dir(REPO / "config.yaml")  # the toy of the shipped config (resources/models/toy-<key>)
 
 #: method → (apply function, hparams overrides for the benchmark). FT: the authors' GPT-J code
 #: values (lr 5e-4, 25 steps; early stopping off so every edit runs all steps).

@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from locedit import kernels  # noqa: E402
 from locedit.adapters import d_model  # noqa: E402
+from locedit.api import toy_dir  # noqa: E402
 from locedit.editing import essence, evaluate  # noqa: E402
 from locedit.editing.variants import case_noise  # noqa: E402
 from locedit.io import read_json  # noqa: E402
@@ -81,14 +82,14 @@ def timed(fn, model, tok, cases, noises):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=REPO)
-    ap.add_argument("--model", type=Path, help="default: ROOT/resources/models/toy")
+    ap.add_argument("--model", type=Path, help="default: the toy of ROOT/config.yaml")
     ap.add_argument("--results", type=Path, help="default: ROOT/results/toy/synthetic")
     ap.add_argument("--variants", nargs="+", default=[ERROR_INJECTION.name, FACT_FORCING.name])
     ap.add_argument("--cases", type=int, default=60)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model, tok = load_model(str(args.model or args.root / "resources/models/toy"), device="cpu")
+    model, tok = load_model(str(args.model or toy_dir(args.root / "config.yaml")), device="cpu")
     d = d_model(model)
     results = args.results or args.root / "results/toy/synthetic"
     for variant in args.variants:

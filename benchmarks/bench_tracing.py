@@ -6,7 +6,7 @@ agree (max |Δp| and max relative Δ) and prints times and the speed-up.
 CPU (default)::
 
     python benchmarks/bench_tracing.py                      # toy model if built, else random GPT-2
-    python benchmarks/bench_tracing.py --model resources/models/toy
+    python benchmarks/bench_tracing.py --model resources/models/toy-<key>
 
 GPU, random GPT-J-shaped model in float16 (no weights needed; batched engine only)::
 
@@ -34,11 +34,12 @@ sys.path.insert(0, str(REPO / "src"))
 
 from naive_tracing import naive_trace  # noqa: E402
 
+from locedit.api import toy_dir  # noqa: E402
 from locedit.tracing.passes import SuffixArgsCache  # noqa: E402
 from locedit.tracing.trace import FactTracer  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "counterfact_sample_5.json"
-TOY = REPO / "resources" / "models" / "toy"
+TOY = toy_dir(REPO / "config.yaml")  # the toy of the shipped config (resources/models/toy-<key>)
 WORLD_RECORDS = REPO / "resources" / "world" / "records.json"
 
 

@@ -30,6 +30,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from locedit.api import toy_dir  # noqa: E402
 from locedit.editing.covariance import CovarianceStore  # noqa: E402
 from locedit.registry.methods import get_method  # noqa: E402
 from locedit.editing.driver import EDIT_COLUMNS, run_edit_job  # noqa: E402
@@ -48,8 +49,8 @@ def hparams(cfg: dict, method: str, variant: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", default="results/toy/synthetic")
-    ap.add_argument("--model", default="resources/models/toy")
-    ap.add_argument("--stats", default="resources/stats/toy/world")
+    ap.add_argument("--model", default=None, help="default: the toy of config.yaml")
+    ap.add_argument("--stats", required=True, help="a statistics directory, resources/stats/world-<key>")
     ap.add_argument("--config", default="config.yaml")
     ap.add_argument("--methods", nargs="+", default=None)
     ap.add_argument("--variants", nargs="+", default=None)
@@ -62,7 +63,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = yaml.safe_load(Path(args.config).read_text())
     res = Path(args.results)
-    model, tok = load_model(args.model, device="cpu")
+    model, tok = load_model(args.model or str(toy_dir()), device="cpu")
     templates = read_json(res / "editing" / "context_templates.json")
     stats = CovarianceStore.from_dir(args.stats, model=model)
     exact = exact_stats = None

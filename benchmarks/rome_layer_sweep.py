@@ -3,9 +3,9 @@
 Example (the default run's toy model and known facts, ROME error injection at layers 0 and 2,
 the default config's ROME settings; the README's table varies steps, early stop and templates):
 
-    python benchmarks/rome_layer_sweep.py --model resources/models/toy \
+    python benchmarks/rome_layer_sweep.py --model resources/models/toy-<key> \
         --records results/toy/synthetic/records.json --facts results/toy/synthetic/facts.parquet \
-        --corpus resources/world/corpus.txt --work /tmp/rome_sweep --n 31 --layers 0,2 \
+        --corpus resources/world/<key>/corpus.txt --work /tmp/rome_sweep --n 31 --layers 0,2 \
         --rome-lengths '[[5, 5], [10, 5]]' \
         --hp '{"v_num_grad_steps": 60, "v_lr": 1.0, "v_weight_decay": 0.05, "kl_factor": 0.0625,
                "clamp_norm_factor": 12.0, "early_stop_loss": 0.02}'

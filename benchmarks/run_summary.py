@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from locedit.api import toy_dir
 from locedit.registry.methods import METHODS
 from locedit.registry.rules import EDIT_RULES
 from locedit.registry.variants import VARIANTS
@@ -79,7 +80,7 @@ def blocks(root: Path, res: Path) -> dict[str, str]:
     if wall is not None:
         m, s = divmod(round(wall[0]), 60)
         out["wall"] = f"**{m} min {s} s wall** for all {wall[1]} jobs"
-    metrics_path = root / "resources/models/toy/metrics.json"
+    metrics_path = toy_dir(root / "config.yaml") / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     traced = pd.read_parquet(res / "tracing.parquet")["case_id"].nunique() if (res / "tracing.parquet").exists() else 0
     details = {

@@ -40,11 +40,10 @@ from locedit.data.filtering import filter_known_facts
 from locedit.gguf import ensure_imported, is_gguf_source
 from locedit.io import read_json, write_json
 from locedit.modeling import load_model
+from locedit.provenance import toy_dir as toy_dir_of
 from locedit.data.records import validate_records
 from locedit.tracing.trace import FactTracer, TraceResult, estimate_noise_std, trace_fact
 
-#: The toy model's directory when the workflow built it (``load("toy")``).
-TOY_DIR = Path("resources/models/toy")
 #: Essence texts and their perplexity cap (the paper's App. B values; the workflow's defaults).
 ESSENCE = {"n_texts": 5, "top_k": 5, "max_new_tokens": 30, "max_tokens": 100, "cap": 5.0}
 #: Context-template lengths of the authors' ROME and MEMIT code.
@@ -63,17 +62,27 @@ class LoadedModel:
     cache: dict = field(default_factory=dict, repr=False)
 
 
+def toy_dir(config: str | os.PathLike = "config.yaml") -> Path:
+    """The directory of the toy model the workflow trains for ``config`` (its world, toy and seed
+    settings; ``resources/models/toy-{key}`` next to the config, see :mod:`locedit.provenance`)."""
+    import yaml
+
+    cfg = yaml.safe_load(Path(config).read_text()) or {}
+    return Path(config).parent / toy_dir_of(cfg)
+
+
 def load(source: str = "toy", *, device: str = "auto", dtype: str = "float32") -> LoadedModel:
     """Load a hub id, a ``save_pretrained`` directory, a ``.gguf`` file or a packaged GGUF
     model's name (``"smollm2-135m"``; imported once under ``$LOCEDIT_CACHE``), or ``"toy"``
-    (``resources/models/toy``, built by ``snakemake --cores 2 resources/models/toy/config.json``)."""
-    path = str(TOY_DIR) if source == "toy" else source
+    (the toy of ``config.yaml`` in the working directory, :func:`toy_dir`; built by
+    ``snakemake --cores 2 train_toy_model``)."""
+    path = str(toy_dir()) if source == "toy" else source
     if is_gguf_source(source):
         path = str(ensure_imported(source, cache_root()))
-    if source == "toy" and not (TOY_DIR / "config.json").is_file():
+    if source == "toy" and not Path(path, "config.json").is_file():
         raise FileNotFoundError(
-            f"no toy model in {TOY_DIR.resolve()}: build it with "
-            "`snakemake --cores 2 resources/models/toy/config.json` in the repository"
+            f"no toy model in {Path(path).resolve()}: build it with "
+            "`snakemake --cores 2 train_toy_model` in the repository"
         )
     model, tok = load_model(path, dtype=dtype, device=device)
     return LoadedModel(model, tok, str(Path(path).resolve()) if Path(path).is_dir() else path)
@@ -217,10 +226,13 @@ def _prerequisites(lm: LoadedModel, spec: Method, corpus, seed: int):
 
 
 def _toy_corpus(lm: LoadedModel) -> Path | None:
-    """The fact world's corpus of a toy model built by the workflow (resources/world/)."""
-    path = Path(lm.source)
-    corpus = path.parent.parent / "world" / "corpus.txt"
-    return corpus if path.is_dir() and path.name == "toy" and corpus.is_file() else None
+    """The fact world's corpus of a toy model built by the workflow (its ``made_from.json`` names
+    the world, relative to the working directory the model lies in)."""
+    made_from = Path(lm.source, "made_from.json")
+    if not made_from.is_file():
+        return None
+    corpus = Path(lm.source).parents[2] / read_json(made_from)["world_dir"] / "corpus.txt"
+    return corpus if corpus.is_file() else None
 
 
 def config_hparams(method: str, variant: str = ERROR_INJECTION.name,

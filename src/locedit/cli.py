@@ -28,7 +28,7 @@ def _model_options(fn):
     fn = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N")(fn)
     return click.option("--model", "model", default="toy", show_default=True,
                         help="A hub id, a save_pretrained directory, a .gguf file, a packaged GGUF model "
-                        "(smollm2-135m), or toy (resources/models/toy).")(fn)
+                        "(smollm2-135m), or toy (the toy of ./config.yaml, resources/models/toy-<key>).")(fn)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,7 +14,6 @@ Plain Python here (no torch): planning imports this module.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -23,8 +22,9 @@ import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
+
+from locedit.files import cached_file_sha256, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -87,26 +87,12 @@ def is_gguf_source(source: str) -> bool:
     return source in PACKAGED or source.lower().endswith(".gguf")
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-@cache
-def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
-
-
 def source_sha256(source: str) -> str:
     """The GGUF content hash of ``source`` (a packaged model's pinned hash; a file's, hashed once
-    per planning process)."""
+    while it keeps its size and modification time)."""
     if source in PACKAGED:
         return PACKAGED[source].sha256
-    st = Path(source).expanduser().stat()
-    return _cached_sha256(str(Path(source).expanduser()), st.st_size, st.st_mtime_ns)
+    return cached_file_sha256(source)
 
 
 def import_dir(source: str) -> str:

@@ -7,40 +7,19 @@ directories (:func:`open_checkpoints`) let a killed job resume where it stopped.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from locedit.files import atomic_path  # noqa: F401 (re-exported: writers import it from here)
+
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        # mkstemp creates 0600 files; give the output the mode a plain open() would (umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        if tmp.is_file():
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -144,6 +144,26 @@ def study_run(tmp_path_factory) -> Path:
     return workdir
 
 
+def toy_dir(workdir: Path) -> Path:
+    """The toy model the config of ``workdir`` trains (``resources/models/toy-<key>``)."""
+    from locedit.api import toy_dir as config_toy_dir
+
+    return config_toy_dir(workdir / "config.yaml")
+
+
+def world_dir(workdir: Path) -> Path:
+    """The fact world of the config of ``workdir`` (``resources/world/<key>``)."""
+    from locedit.provenance import world_dir as config_world_dir
+
+    return workdir / config_world_dir(yaml.safe_load((workdir / "config.yaml").read_text()))
+
+
+def stats_dir(workdir: Path) -> Path:
+    """The one statistics directory of a run (``resources/stats/<name>-<key>``)."""
+    (manifest,) = (workdir / "resources" / "stats").glob("*/manifest.json")
+    return manifest.parent
+
+
 def seed_resources(workdir: Path, reference: Path) -> None:
     """Give ``workdir`` the reference run's generated world and trained toy model (files only,
     no provenance: Snakemake then takes them as given), so a test run starts at the records."""

@@ -20,7 +20,9 @@ from locedit.data.records import validate_records
 from locedit.modeling import load_model
 from locedit.registry.analysis import FIGURES
 from locedit.scoring import contains_target
-from tests.workflow.runs import STUDY_RUN_TESTS, RESULTS, dry_run_listing, run, study_config, study_run
+from tests.workflow.runs import (
+    STUDY_RUN_TESTS, RESULTS, dry_run_listing, run, study_config, study_run, toy_dir, world_dir,
+)
 
 pytestmark = STUDY_RUN_TESTS
 
@@ -58,9 +60,9 @@ def test_every_rule_of_the_default_dag_ran(study, tmp_path):
 
 
 def test_world_records_and_facts(study, cfg):
-    model, tok = load_model(str(study / "resources/models/toy"), device="cpu")
+    model, tok = load_model(str(toy_dir(study)), device="cpu")
     assert type(model).__name__ == "GPT2LMHeadModel" and model.config.n_layer == cfg["toy_model"]["n_layer"]
-    world = json.loads((study / "resources/world/records.json").read_text())
+    world = json.loads((world_dir(study) / "records.json").read_text())
     validate_records(world, tok)  # every subject locatable with the trained tokenizer
     records = json.loads((study / RESULTS / "records.json").read_text())
     assert records == world[: cfg["dataset"]["limit"]]

@@ -17,7 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from tests.workflow.helpers import REPO
-from tests.workflow.runs import STUDY_RUN_TESTS, study_run
+from tests.workflow.runs import STUDY_RUN_TESTS, stats_dir, study_run, world_dir
 
 pytestmark = STUDY_RUN_TESTS
 RESULTS = "results/toy/synthetic"
@@ -26,7 +26,7 @@ RESULTS = "results/toy/synthetic"
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, monkeypatch_module):
     workdir = study_run(tmp_path_factory)
-    monkeypatch_module.chdir(workdir)  # load("toy") reads resources/models/toy from here
+    monkeypatch_module.chdir(workdir)  # load("toy") reads the toy of ./config.yaml from here
     monkeypatch_module.setenv("LOCEDIT_CACHE", str(tmp_path_factory.mktemp("locedit_cache")))
     return workdir
 
@@ -58,10 +58,10 @@ def test_api_edit_gives_the_workflow_s_row(study, method):
     cache = locedit.api.cache_dir(lm)
     cache.mkdir(parents=True, exist_ok=True)
     shutil.copy(study / RESULTS / "editing/context_templates.json", cache / "context_templates_seed0.json")
-    corpus = (study / "resources/world/corpus.txt").read_bytes()
+    corpus = (world_dir(study) / "corpus.txt").read_bytes()
     stats = cache / f"stats-{hashlib.sha256(corpus).hexdigest()[:12]}"
     if not stats.exists():
-        shutil.copytree(study / "resources/stats/toy/world", stats)
+        shutil.copytree(stats_dir(study), stats)
     layer = yaml.safe_load((study / "config.yaml").read_text())["editing"]["layers"][0]
     row = locedit.edit(lm, method, layer, rw["prompt"], rw["subject"], target_new=rw["target_new"]["str"],
                        target_true=rw["target_true"]["str"], paraphrases=rec["paraphrase_prompts"],
@@ -81,7 +81,7 @@ def test_api_edit_gives_the_workflow_s_row(study, method):
         return
     # Generalisation probes on request: scored beside the same paper metrics. Over-reach prompts:
     # other subjects of the relation whose answer is neither object, from the whole world.
-    records = json.loads((study / "resources/world/records.json").read_text())
+    records = json.loads((world_dir(study) / "records.json").read_text())
     objects = {rw["target_true"]["str"], rw["target_new"]["str"]}
     others = [r["requested_rewrite"] for r in records if r["requested_rewrite"]["relation_id"] == rw["relation_id"]
               and r["requested_rewrite"]["target_true"]["str"] not in objects]  # fmt: skip

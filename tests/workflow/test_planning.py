@@ -5,6 +5,7 @@ only catches a per-datapoint DAG (117k jobs, minutes of planning)."""
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import pytest
@@ -62,11 +63,14 @@ def test_probes_preset_adds_its_table_and_figure_and_keeps_the_default_apart(tmp
     rules = {j["rule"] for j in listing}
     assert {"write_probe_tables", "plot_probes"} <= rules
     outputs = " ".join(j["output"] for j in listing)
-    assert "resources/models/toy-routes/config.json" in outputs
-    assert "resources/world/routes/records.json" in outputs
-    assert "resources/models/toy/" not in outputs and "resources/world/records.json" not in outputs
-    default = dry_run_jobs(tmp_path, "--cores", "1", configfile=REPO / "config.yaml")
-    assert default and not {"write_probe_tables", "plot_probes"} & set(default)
+    default_listing = dry_run_listing(tmp_path, "--cores", "1", configfile=REPO / "config.yaml")
+    default_outputs = " ".join(j["output"] for j in default_listing)
+    # The world and the toy live under keys of their settings: the preset's differ from the
+    # default's, so neither run can overwrite the other's.
+    for pattern in (r"resources/models/toy-[0-9a-f]{12}/config\.json", r"resources/world/[0-9a-f]{12}/records\.json"):
+        ours, theirs = set(re.findall(pattern, outputs)), set(re.findall(pattern, default_outputs))
+        assert len(ours) == len(theirs) == 1 and ours != theirs
+    assert not {"write_probe_tables", "plot_probes"} & {j["rule"] for j in default_listing}
 
 
 def test_real_model_preset_plans_the_gguf_import_and_the_sampled_corpus_offline(tmp_path):

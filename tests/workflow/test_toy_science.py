@@ -20,7 +20,7 @@ import yaml
 from locedit.api import config_hparams
 from locedit.registry.methods import get_method
 from tests.workflow.helpers import REPO
-from tests.workflow.runs import STUDY_RUN_TESTS, RESULTS, study_config, study_run
+from tests.workflow.runs import STUDY_RUN_TESTS, RESULTS, stats_dir, study_config, study_run, toy_dir
 
 pytestmark = STUDY_RUN_TESTS
 
@@ -32,7 +32,7 @@ MARGIN = 0.05
 #: (``edits.groupby(["method", "layer"]).rewrite_score.mean()``, best layer).
 MEASURED_REWRITE = {"rome": 0.915, "memit": 0.632, "ft-1": 0.773, "ft-5": 0.377, "r-rome": 0.868}
 REWRITE_FLOORS = {m: v - MARGIN for m, v in MEASURED_REWRITE.items()}
-#: The trained default toy's own knowledge test (resources/models/toy/metrics.json).
+#: The trained default toy's own knowledge test (resources/models/toy-<key>/metrics.json).
 MEASURED_TOY = {"frac_known": 0.95, "paraphrase_acc": 0.854, "frac_true_gt_new": 0.992}
 #: Mean neighborhood score (error injection) of each method.
 MEASURED_NEIGHBORHOOD = {"rome": 0.914, "memit": 0.939, "ft-1": 0.853, "ft-5": 0.911, "r-rome": 0.953}
@@ -46,7 +46,7 @@ def default_study(tmp_path_factory):
 
 
 def test_default_toy_knows_its_facts_and_paraphrases(default_study):
-    metrics = json.loads((default_study / "resources/models/toy/metrics.json").read_text())
+    metrics = json.loads((toy_dir(default_study) / "metrics.json").read_text())
     world = yaml.safe_load((REPO / "config.yaml").read_text())["world"]
     chance = 1 / world["objects_per_relation"]
     for key, value in MEASURED_TOY.items():
@@ -82,7 +82,7 @@ def _trained(default_study, n: int = 8):
     from locedit.io import read_json
     from locedit.modeling import load_model
 
-    model, tok = load_model(str(default_study / "resources/models/toy"), device="cpu")
+    model, tok = load_model(str(toy_dir(default_study)), device="cpu")
     facts = pd.read_parquet(default_study / RESULTS / "facts.parquet")
     known = set(facts.loc[facts["is_correct"], "case_id"].astype(int))
     records = [r for r in read_json(default_study / RESULTS / "records.json") if r["case_id"] in known][:n]
@@ -103,7 +103,7 @@ def _rome_diags(default_study, layer: int, **changed):
     from locedit.io import read_json
 
     model, tok, reqs = _trained(default_study)
-    stats = CovarianceStore.from_dir(default_study / "resources/stats/toy/world", model=model)
+    stats = CovarianceStore.from_dir(stats_dir(default_study), model=model)
     templates = read_json(default_study / RESULTS / "editing/context_templates.json")["rome"]
     hp = resolve(ROMEHparams, {**_shipped("rome"), **changed}, "rome")
     return hp, [d for _, d in rome_updates(model, tok, reqs, layer, hp, stats, templates)]

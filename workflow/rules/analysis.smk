@@ -216,3 +216,27 @@ rule plot_probes:
         code=code_hash("workflow/scripts/plot_probes.py"),
     script:
         "../scripts/plot_probes.py"
+
+
+# The last rule: what the study ran on, after every result (its config hash reruns it, alone, on
+# any config change). It checks that the model's files are still those validation recorded.
+rule record_provenance:
+    input:
+        report="results/{model}/{dataset}/validation.json",
+        results=study_outputs(),
+    output:
+        provenance=report(
+            "results/{model}/{dataset}/provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+        ),
+    log:
+        "logs/record_provenance/{model}/{dataset}.log",
+    conda:
+        "../../envs/locedit.yaml"
+    params:
+        study=provenance_params(),
+        model_dir=lambda wildcards: model_dir(),
+        code=code_hash("workflow/scripts/record_provenance.py"),
+    script:
+        "../scripts/record_provenance.py"

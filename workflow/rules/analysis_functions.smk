@@ -43,3 +43,39 @@ def analysis_targets():
     names = ANALYSIS_TABLES + ([PROBE_TABLE] if probes_enabled() else [])
     tables = [f"{RESULTS}/analysis/tables/{name}.{ext}" for name in names for ext in ("md", "tex")]
     return [f"{RESULTS}/regression.csv"] + tables + figures
+
+
+def study_outputs():
+    """Every result of the study but its provenance record."""
+    return (
+        data_targets()
+        + tracing_targets()
+        + editing_targets()
+        + tuning_targets()
+        + analysis_targets()
+    )
+
+
+def provenance_targets():
+    return [f"{RESULTS}/provenance.json"]
+
+
+def provenance_params():
+    """The study's record as planned: names, what they stand for, the shared artefacts it read,
+    and the config (canonical; its hash identifies the run's settings)."""
+    uses_stats = any(get_method(m).needs_stats for m in config["editing"]["run_methods"])
+    return {
+        "study": {"model": MODEL, "dataset": DATASET},
+        "identity": STUDY_IDENTITY,
+        "artefacts": {
+            "model": model_source(),
+            "world": (
+                WORLD_DIR
+                if config["model"]["source"] == "toy" or config["dataset"]["source"] == "synthetic"
+                else None
+            ),
+            "stats": layer_stats_dir() if uses_stats else None,
+        },
+        "config_sha256": provenance.digest(config, 64),
+        "config": config,
+    }

@@ -15,6 +15,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir, "src")))
 from locedit.planning import cuda_present, export_package_path
 from locedit.gguf import PACKAGED, fetched_path, import_dir, is_gguf_source, source_sha256
+from locedit import provenance
 
 export_package_path(Path(workflow.basedir, "src"))
 # The study's vocabulary (locedit.registry), shared by every rule file.
@@ -69,10 +70,12 @@ raise_problems(
 MODEL = config["model"]["name"]
 DATASET = config["dataset"]["name"]
 RESULTS = f"results/{MODEL}/{DATASET}"
-# A toy model and its world live under their names, so that a preset with other world settings
-# (config/probes.yaml) never overwrites the default's (resources/models/toy, resources/world).
-TOY_MODEL_DIR = f"resources/models/{MODEL}"
-WORLD_DIR = "resources/world" if DATASET == "synthetic" else f"resources/world/{DATASET}"
+# The world and the toy live under keys of the settings that make them (locedit.provenance): two
+# studies share them only when they are identical, and none can overwrite another's.
+TOY_MODEL_DIR = provenance.toy_dir(config)
+WORLD_DIR = provenance.world_dir(config)
+# Which model and dataset this study's names stand for (recorded by validation, checked below).
+STUDY_IDENTITY = provenance.study_identity(config)
 
 
 wildcard_constraints:
@@ -154,14 +157,55 @@ def model_input():
 
 def validated_model_input():
     """The model input of every job that loads a model for the study: the model and the records'
-    validation report, so that none starts before, or after a failed, validation.
+    published validation report, so that none starts before, or after a failed, validation.
 
-    validate_inputs reruns only when what the records depend on changes (dataset, model, filter
-    length), i.e. when these jobs rerun anyway. compute_layer_stats is the exception: it needs
-    only the model (checked when planned), and its protected output must not be rerun by a
-    dataset change.
+    The report is republished only when what the records depend on changes (dataset, model,
+    filter length), i.e. when these jobs rerun anyway, and never by a rejected input (data.smk).
+    compute_layer_stats is the exception: it needs only the model (checked when planned), and
+    its protected output must not be rerun by a dataset change.
     """
     return model_input() + [f"{RESULTS}/validation.json"]
+
+
+def model_dir():
+    """The model's directory when it is one (the toy, a GGUF import, a local directory), else
+    None (a hub id)."""
+    src = model_source()
+    return src if model_input() or Path(src).expanduser().is_dir() else None
+
+
+def study_problems():
+    """Refusals before anything runs when this study would overwrite results another model made
+    under the same model.name (the published report records what RESULTS holds), or when the
+    model's files changed on disk since RESULTS was made from them."""
+    record = provenance.read_record(f"{RESULTS}/validation.json")
+    if record is None:
+        return []
+    problems = provenance.identity_conflicts(
+        record.get("identity"), STUDY_IDENTITY, RESULTS, CONFIG_ORIGIN
+    )
+    files, directory = record.get("model_files"), model_dir()
+    config_json = Path(str(directory), "config.json")
+    # A model this workflow builds and has rebuilt since (config.json newer than the report) is
+    # the workflow's own change: the model jobs rerun anyway.
+    rebuilt = (
+        bool(model_input())
+        and config_json.is_file()
+        and (config_json.stat().st_mtime > Path(RESULTS, "validation.json").stat().st_mtime)
+    )
+    if problems or not files or directory is None or rebuilt:
+        return problems
+    changed = provenance.changed_files(files, directory)
+    if changed:
+        problems.append(
+            f"model.source: {len(changed)} file(s) of {directory} changed since {RESULTS} was made "
+            f"from them ({', '.join(changed[:3])}): those results describe another model. Restore "
+            f"the files, or give this study another model.name, or delete {RESULTS} to recompute it"
+        )
+    return problems
+
+
+raise_problems(study_problems(), CONFIG_ORIGIN)
 
 
 def model_gpus():

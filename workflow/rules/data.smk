@@ -9,7 +9,7 @@ rule generate_fact_world:
         records=f"{WORLD_DIR}/records.json",
         corpus=f"{WORLD_DIR}/corpus.txt",
     log:
-        "logs/generate_fact_world/world.log",
+        f"logs/generate_fact_world/{Path(WORLD_DIR).name}.log",
     conda:
         "../../envs/locedit.yaml"
     params:
@@ -27,15 +27,16 @@ rule train_toy_model:
     output:
         config=f"{TOY_MODEL_DIR}/config.json",
     log:
-        "logs/train_toy_model/toy.log",
+        f"logs/train_toy_model/{Path(TOY_MODEL_DIR).name}.log",
     benchmark:
-        "benchmarks/train_toy_model/toy.tsv"
+        f"benchmarks/train_toy_model/{Path(TOY_MODEL_DIR).name}.tsv"
     conda:
         "../../envs/locedit.yaml"
     threads: workflow.cores
     params:
         toy=config["toy_model"],
         seed=config["seed"],
+        made_from=provenance.toy_identity(config),
         code=code_hash("workflow/scripts/train_toy_model.py"),
     script:
         "../scripts/train_toy_model.py"
@@ -93,14 +94,17 @@ rule download_dataset:
         "../scripts/download_dataset.py"
 
 
+# Validation writes its report under a key of what it checked (the candidate) and publish_validation
+# copies a passing one to validation.json, the report every model job reads: a rejected input
+# never removes or replaces the published report, so the study it belongs to stays up to date.
 rule validate_inputs:
     input:
         raw=dataset_input(),
         model=model_input(),
     output:
-        report="results/{model}/{dataset}/validation.json",
+        report=validation_candidate(),
     log:
-        "logs/validate_inputs/{model}/{dataset}.log",
+        f"logs/validate_inputs/{{model}}/{{dataset}}/{Path(validation_candidate()).stem}.log",
     conda:
         "../../envs/locedit.yaml"
     params:
@@ -110,9 +114,25 @@ rule validate_inputs:
         model_source=lambda wildcards: model_source(),
         # The known-fact filter's generated tokens must fit the context after every prompt.
         generate=config["filter"]["max_new_tokens"],
+        identity=STUDY_IDENTITY,
+        model_dir=lambda wildcards: model_dir(),
         code=code_hash("workflow/scripts/validate_inputs.py"),
     script:
         "../scripts/validate_inputs.py"
+
+
+rule publish_validation:
+    input:
+        candidate=validation_candidate(),
+    output:
+        report="results/{model}/{dataset}/validation.json",
+    log:
+        "logs/publish_validation/{model}/{dataset}.log",
+    localrule: True
+    conda:
+        "../../envs/locedit.yaml"
+    shell:
+        "cp {input.candidate:q} {output.report:q} 2> {log:q}"
 
 
 rule prepare_records:

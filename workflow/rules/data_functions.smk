@@ -23,6 +23,21 @@ def dataset_format():
     return config["dataset"]["format"]
 
 
+def validation_candidate():
+    """Where validate_inputs writes its report: under a key of everything the report depends on
+    (what the study's names stand for, and the validation's settings)."""
+    key = provenance.digest(
+        {
+            "identity": STUDY_IDENTITY,
+            "format": dataset_format(),
+            "limit": config["dataset"]["limit"],
+            "seed": config["seed"],
+            "generate": config["filter"]["max_new_tokens"],
+        }
+    )
+    return f"results/{{model}}/{{dataset}}/validation/{key}.json"
+
+
 def gguf_input():
     """The GGUF file import_gguf_model reads (a packaged model's download, or the file itself)."""
     src = config["model"]["source"]

@@ -1,6 +1,7 @@
 # ROME/MEMIT prerequisites, computed once per model and shared by every edit job:
 # context templates sampled from the model, and the second-moment statistics C of the MLP
-# down-projection inputs (one corpus pass for all layers; cached under resources/, protected).
+# down-projection inputs (one corpus pass for all layers; cached under resources/, protected, under
+# a key of the model, its precision, the corpus's content and the settings: locedit.provenance).
 #
 # The statistics are one job whose declared output is a manifest; the per-layer files
 # (layer_{l}.npz) lie next to it. The number of layers of a toy model is unknown when the DAG is
@@ -19,10 +20,7 @@ EDIT_CONTEXT = config["editing"]["context_templates"]
 # Bump when the statistics' computation changes meaning: the protected cache then has to be
 # removed by hand (code edits elsewhere in covariance.py must not discard hours of GPU work).
 STATS_FORMAT = 1
-
-
-wildcard_constraints:
-    stats=EDIT_STATS["name"],
+raise_problems(stats_problems(), CONFIG_ORIGIN)
 
 
 rule generate_context_templates:
@@ -50,11 +48,11 @@ rule sample_stats_corpus:
     input:
         model=model_input(),
     output:
-        corpus="resources/corpora/{model}/{stats}.txt",
+        corpus=SAMPLED_CORPUS,
     log:
-        "logs/sample_stats_corpus/{model}/{stats}.log",
+        f"logs/sample_stats_corpus/{Path(SAMPLED_CORPUS).stem}.log",
     benchmark:
-        "benchmarks/sample_stats_corpus/{model}/{stats}.tsv"
+        f"benchmarks/sample_stats_corpus/{Path(SAMPLED_CORPUS).stem}.tsv"
     conda:
         "../../envs/locedit.yaml"
     threads: workflow.cores
@@ -71,11 +69,11 @@ rule compute_layer_stats:
         corpus=stats_corpus(),
         model=model_input(),
     output:
-        manifest=protected("resources/stats/{model}/{stats}/manifest.json"),
+        manifest=protected(f"{layer_stats_dir()}/manifest.json"),
     log:
-        "logs/compute_layer_stats/{model}/{stats}.log",
+        f"logs/compute_layer_stats/{Path(layer_stats_dir()).name}.log",
     benchmark:
-        "benchmarks/compute_layer_stats/{model}/{stats}.tsv"
+        f"benchmarks/compute_layer_stats/{Path(layer_stats_dir()).name}.tsv"
     conda:
         "../../envs/locedit.yaml"
     threads: workflow.cores
@@ -85,6 +83,7 @@ rule compute_layer_stats:
         model=model_params(),
         stats=EDIT_STATS,
         format=STATS_FORMAT,
+        identity=stats_identity(),
         world_corpus=EDIT_STATS["corpus"] is None,
         real_model=config["model"]["source"] != "toy",
     script:

@@ -57,6 +57,7 @@ def main(snakemake) -> None:
         )  # fmt: skip
     manifest["model"] = p.model["source"]
     manifest["format"] = p.format
+    manifest["identity"] = p.identity  # checked when a study that would read them is planned
     write_manifest(manifest, out_dir)
     logger.info(
         "statistics of %d layers over %d documents / %d tokens in %s",

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from locedit.gguf import file_sha256, import_gguf
+from locedit.files import file_sha256
+from locedit.gguf import import_gguf
 from locedit.workflow import fail, setup_logging
 
 logger = logging.getLogger(__name__)

@@ -3,13 +3,18 @@
 Reads the dataset (``input.raw``) the way ``prepare_records`` will, and checks every record (types,
 shapes, unique integer ids, subject located among the prompt's tokens, every prompt within the
 model's context), listing every problem at once. Writes a small deterministic report
-(``output.report``) that the model rules depend on; ``prepare_records`` publishes the records only
-after it. (The config was checked against the model's ``config.json`` when the run was planned.)
+(``output.report``, the candidate; ``publish_validation`` publishes it for the model rules and
+``prepare_records``) that also records what the study's names stand for (``params.identity``) and
+the content hashes of the model's files and of the dataset file: planning and
+``record_provenance`` check them later. (The config was checked against the model's
+``config.json`` when the run was planned.)
 """
 
 import logging
 
+from locedit.files import file_sha256
 from locedit.io import write_json
+from locedit.provenance import model_files
 from locedit.modeling import load_tokenizer
 from locedit.data.records import LengthLimits, RecordError, load_records, validate_records
 from locedit.validation import fetched_model_shape, problem_report
@@ -43,6 +48,9 @@ def main(snakemake) -> None:
         "sha256": records_digest(records),
         "model": {"architecture": shape.architecture, "n_layers": shape.n_layers,
                   "n_ctx": shape.n_ctx},
+        "identity": p.identity,
+        "model_files": model_files(p.model_dir) if p.model_dir else None,
+        "dataset_sha256": file_sha256(raw),
     }
     logger.info("valid: %d records; model %s", len(records), report["model"])
     write_json(report, snakemake.output.report)

@@ -17,7 +17,6 @@ Corpus format: a text file with one document per line (the fact world's ``corpus
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -32,6 +31,7 @@ from transformers import PreTrainedTokenizerBase
 
 from locedit.adapters import module_for, module_name, n_layers
 from locedit.hooks import forward_hooks
+from locedit.files import file_sha256
 from locedit.io import atomic_path, read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -212,14 +212,6 @@ def load_npz_moment(path: str | os.PathLike) -> torch.Tensor:
         return torch.from_numpy(z[mom].astype(np.float32) / float(z[cnt]))
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def import_rome_npz(
     model: nn.Module, layers: Sequence[int], npz_dir: str | os.PathLike, pattern: str = ROME_NPZ_PATTERN
 ) -> dict[int, Path]:
@@ -283,7 +275,7 @@ def compute_layer_stats(
     if todo:
         docs = select_documents(read_documents(corpus), sample_size, seed)
         meta = {
-            "corpus_sha256": _sha256(corpus),
+            "corpus_sha256": file_sha256(corpus),
             "layers": todo,
             "sample_size": sample_size,
             "max_length": max_length,

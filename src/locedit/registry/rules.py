@@ -31,6 +31,7 @@ UNLOCKING_RULES = (
     "import_gguf_model",
     "download_dataset",
     "validate_inputs",
+    "publish_validation",
     "prepare_records",
     "filter_known_facts",
     "estimate_noise_level",
