@@ -5,10 +5,11 @@ code lives in this package; ``workflow/scripts`` are thin wrappers over it. One 
 Python (:mod:`locedit.api`)::
 
     import locedit
-    lm = locedit.load("toy")   # or a hub id / save_pretrained directory
-    result = locedit.trace(lm, "The mother tongue of {} is", "Danielle Darrieux", "French")
-    row = locedit.edit(lm, "rome", 1, "The mother tongue of {} is", "Danielle Darrieux",
-                       target_new="English", target_true="French")
+    lm = locedit.load("toy")   # or "smollm2-135m", a hub id, a save_pretrained directory
+    locedit.knows(lm, "The native language of {} is", "Masir Tupul", "French")  # a world fact
+    result = locedit.trace(lm, "The native language of {} is", "Masir Tupul", "French")
+    row = locedit.edit(lm, "rome", 1, "The native language of {} is", "Masir Tupul",
+                       target_new="Swedish", target_true="French")
 """
 
 import importlib
@@ -17,7 +18,7 @@ __version__ = "0.1.0"
 
 #: The one-fact API, imported on first use: the workflow's planning imports this package and
 #: must not pay for torch.
-_API = ("load", "trace", "plot_trace", "peak", "edit", "config_hparams", "LoadedModel")
+_API = ("load", "knows", "trace", "plot_trace", "peak", "edit", "config_hparams", "LoadedModel")
 
 
 def __getattr__(name: str):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,19 +30,19 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from locedit.registry.kinds import TRACE_KINDS
-from locedit.registry.methods import Method, get_method
+from locedit.registry.methods import Method, config_hparams, get_method  # noqa: F401 (config_hparams: the API's)
 from locedit.registry.variants import ERROR_INJECTION, VARIANTS
 from locedit.editing.driver import run_edit_job
 from locedit.editing.engine import DEFAULT_MAX_FACTS, DEFAULT_ROW_BUDGET
-from locedit.editing.hparams import merge_variant
 from locedit.editing.inputs import prepare_inputs, sample_essence
 from locedit.editing.variants import check_variant
 from locedit.data.filtering import filter_known_facts
 from locedit.gguf import ensure_imported, is_gguf_source
 from locedit.io import read_json, write_json
 from locedit.modeling import load_model
-from locedit.provenance import toy_dir as toy_dir_of
+from locedit.provenance import toy_dir_of_file
 from locedit.data.records import validate_records
+from locedit.scoring import encode_prompt_target
 from locedit.tracing.trace import FactTracer, TraceResult, estimate_noise_std, trace_fact
 
 #: Essence texts and their perplexity cap (the paper's App. B values; the workflow's defaults).
@@ -65,10 +66,7 @@ class LoadedModel:
 def toy_dir(config: str | os.PathLike = "config.yaml") -> Path:
     """The directory of the toy model the workflow trains for ``config`` (its world, toy and seed
     settings; ``resources/models/toy-{key}`` next to the config, see :mod:`locedit.provenance`)."""
-    import yaml
-
-    cfg = yaml.safe_load(Path(config).read_text()) or {}
-    return Path(config).parent / toy_dir_of(cfg)
+    return toy_dir_of_file(config)
 
 
 def load(source: str = "toy", *, device: str = "auto", dtype: str = "float32") -> LoadedModel:
@@ -88,14 +86,61 @@ def load(source: str = "toy", *, device: str = "auto", dtype: str = "float32") -
     return LoadedModel(model, tok, str(Path(path).resolve()) if Path(path).is_dir() else path)
 
 
+def _request(prompt: str, subject: str, target_true: str, target_new: str, case_id: int = 0) -> dict:
+    """A CounterFact-shaped record of one request (checked by the workflow's validation)."""
+    record = {
+        "case_id": int(case_id),
+        "requested_rewrite": {"prompt": prompt, "subject": subject, "relation_id": "api",
+                              "target_true": {"str": target_true}, "target_new": {"str": target_new}},
+        "paraphrase_prompts": [], "neighborhood_prompts": [], "attribute_prompts": [],
+    }  # fmt: skip
+    return record
+
+
+def knows(lm: LoadedModel, prompt: str, subject: str, target: str) -> dict:
+    """Does the model know the fact? ``known``: the workflow's criterion (paper App. A: the
+    target appears in the greedy continuation of 36 tokens), with that ``continuation``,
+    ``p_target`` (teacher-forced probability of the whole target) and ``rank`` (of the target's
+    first token among the next-token predictions; 1 = the model's top choice)."""
+    if prompt.count("{}") != 1:
+        raise ValueError(f"prompt {prompt!r}: needs exactly one '{{}}' slot for the subject")
+    # p_new is not asked for here: the request's target_new is a copy of the target.
+    fact = filter_known_facts(lm.model, lm.tok, [_request(prompt, subject, target, target)]).iloc[0]
+    prompt_ids, target_ids = encode_prompt_target(lm.tok, prompt.format(subject), target)
+    device = next(lm.model.parameters()).device
+    with torch.no_grad():
+        logits = lm.model(torch.tensor([prompt_ids], device=device)).logits[0, -1]
+    rank = int((logits > logits[target_ids[0]]).sum()) + 1
+    return {"known": bool(fact["is_correct"]), "p_target": float(fact["p_true"]), "rank": rank,
+            "continuation": str(fact["continuation"])}
+
+
+def _warn_unknown(known: dict, target: str) -> None:
+    if not known["known"]:
+        warnings.warn(
+            f"the model does not know this fact: {target!r} is not in its greedy continuation "
+            f"{known['continuation'][:80]!r} (p {known['p_target']:.3g}"
+            + (f", rank {known['rank']}" if "rank" in known else "")
+            + "); the study traces and edits known facts only", UnknownFactWarning, stacklevel=3)
+
+
+class UnknownFactWarning(UserWarning):
+    """Traced or edited a fact the model does not know (the study keeps known facts only)."""
+
+
 def trace(
     lm: LoadedModel, prompt: str, subject: str, target: str, *, kind: str = "mlp",
     window: int = 10, samples: int = 10, noise_std: float | None = None, seed: int = 0,
 ) -> TraceResult:
     """Causal Tracing of one fact (``prompt`` has ``{}`` for the subject). ``noise_std=None``:
-    3 × the std of this subject's token embeddings (ROME's rule on one fact)."""
-    return trace_fact(lm.model, lm.tok, prompt, subject, target, kind=kind, window=window,
-                      noise_std=noise_std, samples=samples, seed=seed)
+    3 × the std of this subject's token embeddings (ROME's rule on one fact). The result's
+    ``known`` says whether the model knows the fact (:func:`knows`); a warning when it does not."""
+    known = knows(lm, prompt, subject, target)
+    _warn_unknown(known, target)
+    result = trace_fact(lm.model, lm.tok, prompt, subject, target, kind=kind, window=window,
+                        noise_std=noise_std, samples=samples, seed=seed)
+    result.known = known
+    return result
 
 
 def plot_trace(result: TraceResult, path: str | os.PathLike | None = None) -> plt.Figure:
@@ -152,13 +197,8 @@ def edit(
     """
     spec = get_method(method)
     check_variant(variant)
-    record = {
-        "case_id": int(case_id),
-        "requested_rewrite": {"prompt": prompt, "subject": subject, "relation_id": "api",
-                              "target_true": {"str": target_true}, "target_new": {"str": target_new}},
-        "paraphrase_prompts": list(paraphrases), "neighborhood_prompts": list(neighborhood),
-        "attribute_prompts": [],
-    }  # fmt: skip
+    record = _request(prompt, subject, target_true, target_new, case_id)
+    record.update(paraphrase_prompts=list(paraphrases), neighborhood_prompts=list(neighborhood))
     routes = {"alias_prompts": aliases, "description_prompts": descriptions, "reverse_prompts": reverse}
     record.update({k: list(v) for k, v in routes.items() if v})
     probes, others = None, {}
@@ -169,6 +209,9 @@ def edit(
     validate_records([record], lm.tok, source="the edit request")
     model, tok = lm.model, lm.tok
     facts = {int(case_id): filter_known_facts(model, tok, [record]).iloc[0].to_dict()}
+    if not facts[int(case_id)]["is_correct"]:
+        _warn_unknown({"known": False, "continuation": facts[int(case_id)]["continuation"],
+                       "p_target": facts[int(case_id)]["p_true"]}, target_true)
     essence = sample_essence(model, tok, [record], facts, essence=ESSENCE, seed=seed, only_correct=False)
     o_noise, sigma = {}, None
     needs = VARIANTS[variant].tracing_input  # o_noise needs σ too: it traces
@@ -188,7 +231,7 @@ def edit(
     rows = run_edit_job(model, tok, out["cases"], method, layer, dict(hparams or {}), stats=stats,
                         context_templates=templates, engine=engine, essence_cap=ESSENCE["cap"],
                         essence_max_tokens=ESSENCE["max_tokens"])
-    return rows.iloc[0].to_dict()
+    return {**rows.iloc[0].to_dict(), "known": bool(facts[int(case_id)]["is_correct"])}
 
 
 def cache_dir(lm: LoadedModel) -> Path:
@@ -225,21 +268,16 @@ def _prerequisites(lm: LoadedModel, spec: Method, corpus, seed: int):
     return CovarianceStore.from_dir(stats_dir, model=lm.model), templates
 
 
-def _toy_corpus(lm: LoadedModel) -> Path | None:
-    """The fact world's corpus of a toy model built by the workflow (its ``made_from.json`` names
-    the world, relative to the working directory the model lies in)."""
+def toy_world(lm: LoadedModel) -> Path | None:
+    """The fact world (``records.json``, ``corpus.txt``) a toy built by the workflow was trained
+    on: its ``made_from.json`` names it, relative to the working directory the toy lies in."""
     made_from = Path(lm.source, "made_from.json")
     if not made_from.is_file():
         return None
-    corpus = Path(lm.source).parents[2] / read_json(made_from)["world_dir"] / "corpus.txt"
-    return corpus if corpus.is_file() else None
+    world = Path(lm.source).parents[2] / read_json(made_from)["world_dir"]
+    return world if world.is_dir() else None
 
 
-def config_hparams(method: str, variant: str = ERROR_INJECTION.name,
-                   path: str | os.PathLike = "config.yaml") -> dict:
-    """``editing.methods.<method>`` of a workflow config, with its ``per_variant`` override for
-    ``variant`` merged in: the hyperparameters the workflow's edit jobs use (e.g. the toy's)."""
-    import yaml
-
-    methods = (yaml.safe_load(Path(path).read_text()) or {}).get("editing", {}).get("methods", {})
-    return merge_variant(methods.get(get_method(method).config_section), variant)
+def _toy_corpus(lm: LoadedModel) -> Path | None:
+    world = toy_world(lm)
+    return world / "corpus.txt" if world is not None and (world / "corpus.txt").is_file() else None

@@ -68,6 +68,14 @@ def toy_identity(config: Mapping) -> dict:
     return {"source": "toy", "key": key, "settings": made_from}
 
 
+def toy_dir_of_file(config: str | os.PathLike = "config.yaml") -> Path:
+    """The toy model directory a workflow config file's settings make, next to the file (the
+    one-fact API's ``load("toy")``; every world and toy_model key set, as config.yaml sets them)."""
+    import yaml
+
+    return Path(config).parent / toy_dir(yaml.safe_load(Path(config).read_text()) or {})
+
+
 def model_identity(config: Mapping) -> dict:
     """Which model ``model.name`` stands for: the toy's settings, a GGUF file's content hash, a
     local directory's resolved path (its files are checked by :func:`changed_files`) or a hub id.

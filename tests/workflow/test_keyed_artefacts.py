@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from locedit import provenance
+from locedit.files import file_sha256
 from tests.workflow.helpers import REPO, write_config
 from tests.workflow.runs import (
     RESULTS, STUDY_RUN_TESTS, dry_run_jobs, run, study_config, study_run, toy_dir, world_dir,
@@ -48,7 +49,7 @@ def test_study_records_what_it_ran_on(finished):
     assert record["model_files"] == provenance.model_files(toy) and "model.safetensors" in record["model_files"]
     assert record["identity"]["model"]["key"] == toy.name.removeprefix("toy-")
     world = finished / record["artefacts"]["world"]
-    assert record["dataset_sha256"] == provenance.file_sha256(world / "records.json")
+    assert record["dataset_sha256"] == file_sha256(world / "records.json")
     assert (finished / record["artefacts"]["stats"] / "manifest.json").is_file()
     assert record["software"]["torch"] and record["software"]["transformers"]
     # the toy says what made it, and where its world is (the one-fact API finds its corpus there)

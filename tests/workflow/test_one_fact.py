@@ -104,6 +104,7 @@ def test_api_trace_and_heatmap(study, tmp_path):
     res = locedit.trace(lm, rw["prompt"], rw["subject"], rw["target_true"]["str"], window=3, samples=4)
     assert res.restored.shape == (len(res.tokens), lm.model.config.n_layer)
     assert res.p_clean > res.p_noised
+    assert res.known["known"] and res.known["rank"] >= 1 and res.known["p_target"] == pytest.approx(res.p_clean, rel=1e-4)
     fig = locedit.plot_trace(res, tmp_path / "t.png")
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()][0] == "1"  # layers 1-indexed
@@ -120,6 +121,7 @@ def test_cli_trace_and_edit(study, tmp_path):
                                "--window", "3", "--samples", "3", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "p_clean" in res.output and "peak: token" in res.output and out.exists()
+    assert res.output.startswith("known: yes")
     res = runner.invoke(main, ["edit", "--model", "toy", "--device", "cpu", "--method", "ft-1",
                                "--layer", "0", "--prompt", rw["prompt"], "--subject", rw["subject"],
                                "--target-new", rw["target_new"]["str"], "--target-true",
@@ -127,10 +129,50 @@ def test_cli_trace_and_edit(study, tmp_path):
     assert res.exit_code == 0, res.output
     row = json.loads(res.stdout.strip().splitlines()[-1])
     assert row["method"] == "ft-1" and row["layer"] == 0 and 0 <= row["rewrite_score"] <= 1
-    bad = runner.invoke(main, ["edit", "--method", "rome", "--layer", "1", "--prompt", "no slot",
-                               "--subject", "x", "--target-new", "a", "--target-true", "b",
-                               "--device", "cpu"])
-    assert bad.exit_code != 0 and "exactly one '{}' slot" in str(bad.exception)
+    assert row["known"] is True
+
+
+def test_unknown_facts_are_said_to_be_unknown(study):
+    """A fact the toy does not know (it continues " Polish."): the API warns and says so in the
+    result and the row, the CLI in one line on stderr."""
+    import locedit
+    from locedit.api import UnknownFactWarning
+    from locedit.cli import main
+
+    lm = locedit.load("toy", device="cpu")
+    fact = ("The mother tongue of {} is", "Danielle Darrieux", "French")
+    known = locedit.knows(lm, *fact)
+    assert not known["known"] and "French" not in known["continuation"] and known["rank"] > 1
+    with pytest.warns(UnknownFactWarning, match="does not know this fact"):
+        assert locedit.trace(lm, *fact, window=3, samples=2).known == known
+    res = CliRunner().invoke(main, ["trace", "--device", "cpu", "--prompt", fact[0], "--subject",
+                                    fact[1], "--target", fact[2], "--window", "3", "--samples", "2",
+                                    "--out", str(study / "unknown.png")])
+    assert res.exit_code == 0 and res.stdout.startswith("known: no")
+    assert res.stderr.count("warning: the model does not know this fact") == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--layer": "40"}, "Error: --layer: 40 is outside the model's 12 layers (0-11, 0-indexed)"),
+    ({"--hparam": "foo=1"}, "Error: --hparam: unknown rome hyperparameter keys ['foo']"),
+    ({"--hparam": "v_lr"}, "Error: --hparam: 'v_lr': expected KEY=VALUE"),
+    ({"--prompt": "no slot"}, "Error: --prompt: 'no slot' needs exactly one {} where the subject goes"),
+    ({"--model": "/no/such/dir"}, "Error: --model: '/no/such/dir' is neither a directory"),
+])
+def test_cli_mistakes_are_one_line_naming_the_flag_before_any_load(study, monkeypatch, change, message):
+    from locedit import api
+    from locedit.cli import main
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the mistake was found")
+
+    monkeypatch.setattr(api, "load", no_load)
+    args = {"--method": "rome", "--layer": "1", "--prompt": "The native language of {} is",
+            "--subject": "Masir Tupul", "--target-new": "Swedish", "--target-true": "French", **change}
+    res = CliRunner().invoke(main, ["edit", *[x for kv in args.items() for x in kv]])
+    assert res.exit_code == 1
+    (line,) = res.output.strip().splitlines()
+    assert line.startswith(message), line
 
 
 def test_console_script_is_installed():

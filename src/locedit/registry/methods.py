@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
 from types import MappingProxyType
 
 from locedit.editing.hparams import FTHparams, Hparams, MEMITHparams, ROMEHparams, merge_variant, resolve
 from locedit.layer_windows import edit_window
+from locedit.registry.variants import ERROR_INJECTION
 
 
 @dataclass(frozen=True)
@@ -237,3 +240,13 @@ def _stats_coverage(ed: Mapping, n_layers: int) -> list[str]:
     if not missing:
         return []
     return [f"editing.stats.layers: ROME/MEMIT edits need the statistics of layer(s) {missing}"]
+
+
+def config_hparams(method: str, variant: str = ERROR_INJECTION.name,
+                   path: str | PathLike = "config.yaml") -> dict:
+    """``editing.methods.<method>`` of a workflow config, with its ``per_variant`` override for
+    ``variant`` merged in: the hyperparameters the workflow's edit jobs use (e.g. the toy's)."""
+    import yaml
+
+    methods = (yaml.safe_load(Path(path).read_text()) or {}).get("editing", {}).get("methods", {})
+    return merge_variant(methods.get(get_method(method).config_section), variant)

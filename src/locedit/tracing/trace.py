@@ -71,6 +71,8 @@ class TraceResult:
             states at that token for the window centred on that layer are restored.
         subject_range: subject token span ``[start, end)``.
         tokens: decoded prompt tokens.
+        known: whether the model knows the fact, when the one-fact API traced it
+            (:func:`locedit.api.knows`).
     """
 
     kind: str
@@ -83,6 +85,7 @@ class TraceResult:
     noise_std: float
     samples: int
     seed: int
+    known: dict | None = None
 
 
 @dataclass
