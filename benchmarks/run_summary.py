@@ -32,6 +32,7 @@ from locedit.registry.methods import METHODS
 from locedit.registry.rules import EDIT_RULES
 from locedit.registry.variants import VARIANTS
 from locedit.analysis.tables import SUMMARY_TABLE as SUMMARY
+from locedit.analysis.verdict import localizer_label, verdict
 
 #: README stage rows: (label, rules); rules without a benchmark table are left out.
 STAGES = [
@@ -70,7 +71,7 @@ def wall_time(root: Path) -> tuple[float, int] | None:
     return (max(stamps) - min(stamps)).total_seconds(), int(done[-1][1])
 
 
-def blocks(root: Path, res: Path) -> dict[str, str]:
+def blocks(root: Path, res: Path, configs: list[Path] | None = None) -> dict[str, str]:
     """The README blocks, markdown."""
     rules = rule_seconds(root)
     edits = pd.read_parquet(res / "edits.parquet")
@@ -122,7 +123,23 @@ def blocks(root: Path, res: Path) -> dict[str, str]:
     reg_path = res / "regression.csv"
     if reg_path.exists():
         out["regression"] = regression_block(pd.read_csv(reg_path))
+    joined = res / "edit_vs_trace.parquet"
+    if reg_path.exists() and joined.exists():
+        out["verdict"] = verdict_block(configs or [root / "config.yaml"], res, pd.read_csv(reg_path),
+                                       pd.read_parquet(joined))
     return out
+
+
+def verdict_block(configs: list[Path], res: Path, reg: pd.DataFrame, joined: pd.DataFrame) -> str:
+    """The analysis's verdict paragraph (as the summary table opens with it) for this run; the
+    run's config files, later ones over earlier ones, give its analysis settings."""
+    import yaml
+
+    analysis: dict = {}
+    for path in configs:
+        analysis.update((yaml.safe_load(path.read_text()) or {}).get("analysis", {}))
+    return verdict(reg, joined, analysis["alpha"], res.parent.name,
+                   localizer_label(analysis["trace_kind"], analysis["window"]))
 
 
 def regression_block(reg: pd.DataFrame) -> str:
@@ -192,9 +209,12 @@ def main() -> None:
     ap.add_argument("--results", default="results/toy/synthetic")
     ap.add_argument("--write-readme", type=Path, default=None, help="README whose run_summary blocks to rewrite")
     ap.add_argument("--prefix", default="", help="block name prefix (real_ for the real-model run's blocks)")
+    ap.add_argument("--config", type=Path, nargs="+", default=None,
+                    help="the run's config files (default: ROOT/config.yaml)")
+    ap.add_argument("--only", nargs="+", default=None, help="write only these blocks (names without prefix)")
     args = ap.parse_args()
     res = args.root / args.results
-    new = {args.prefix + k: v for k, v in blocks(args.root, res).items()}
+    new = {args.prefix + k: v for k, v in blocks(args.root, res, args.config).items() if args.only is None or k in args.only}
     if args.write_readme is not None:
         print("rewrote blocks:", ", ".join(write_readme(args.write_readme, new)))
         return

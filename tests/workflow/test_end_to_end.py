@@ -179,3 +179,12 @@ def test_report_of_the_run_holds_every_figure_and_table(study, tmp_path):
     figures = sorted(p.name for p in (study / RESULTS).rglob("figures/*.png"))
     assert figures and not [name for name in figures if name not in html]
     assert not [t for t in TABLE_NAMES if f"{t}.html" not in html]
+
+
+def test_summary_opens_with_the_verdict(study):
+    """The summary's first paragraph answers the question from this run's numbers."""
+    md = (study / RESULTS / "analysis" / "tables" / "summary.md").read_text()
+    head, _, table = md.partition("\n| ")
+    assert head.startswith("### Summary of this run\n\nDoes localization inform editing on toy? ")
+    assert re.search(r"Across \d+ conditions", head) and "held-out facts" in head
+    assert "known facts analysed" in table

@@ -5,7 +5,7 @@
 include: "analysis_functions.smk"
 
 
-from locedit.analysis.tables import TABLE_NAMES
+from locedit.analysis.tables import SUMMARY_TABLE, TABLE_NAMES
 
 # Table stems: locedit.analysis.tables.TABLE_NAMES; figures: locedit.registry.analysis.FIGURES.
 ANALYSIS_TABLES = TABLE_NAMES
@@ -92,7 +92,8 @@ rule write_tables:
             f"{name}_html": report(
                 f"results/{{model}}/{{dataset}}/analysis/tables/{name}.html",
                 caption="../report/tables.rst",
-                category="Tables",
+                # The summary opens with the verdict: its own category, linked from the front page.
+                category="Summary" if name == SUMMARY_TABLE else "Tables",
                 labels={"table": name},
             )
             for name in ANALYSIS_TABLES
@@ -109,6 +110,8 @@ rule write_tables:
             "model_source": config["model"]["source"],
             "dataset_name": config["dataset"]["name"],
             "dataset_format": config["dataset"]["format"],
+            "trace_kind": config["analysis"]["trace_kind"],
+            "trace_window": config["analysis"]["window"],
         },
         code=code_hash("workflow/scripts/write_tables.py"),
     script:

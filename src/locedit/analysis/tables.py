@@ -15,6 +15,7 @@ import pandas as pd
 
 from locedit.analysis import METHOD_LABELS, VARIANT_LABELS, reference
 from locedit.analysis.edit_tables import collapse_table, localizer_table, paper_order, row_labels
+from locedit.analysis.verdict import localizer_label, verdict
 from locedit.registry.analysis import HEADLINE
 
 R2_TABLES = {3: "rewrite", 4: "paraphrase", 5: "neighborhood", 6: "overall"}
@@ -316,6 +317,12 @@ def summary_table(
     return pd.DataFrame(rows, columns=["Quantity", "This run"])
 
 
+def _localizer(meta: dict) -> str:
+    if "trace_kind" not in meta:
+        return "tracing"
+    return localizer_label(meta["trace_kind"], meta["trace_window"])
+
+
 def build_tables(
     frames: dict[str, pd.DataFrame],
     meta: dict,
@@ -328,11 +335,13 @@ def build_tables(
 
     Args:
         frames: ``study.run_study`` output (read back from the CSVs).
-        meta: ``model_name, model_source, dataset_name, dataset_format``.
+        meta: ``model_name, model_source, dataset_name, dataset_format``, ``trace_kind`` and
+            ``trace_window`` (the localizer the regressions use, for the verdict).
         alpha: significance level for the robust-inference comparison.
         default_layer: 0-indexed layer of the headline correlation (Fig. 4), or None.
         counts: extra leading rows of the summary (e.g. facts and edits analysed).
-        edits: the analysed edits (``variant, method, layer, collapsed``) for the collapse table.
+        edits: the analysed edits (``edit_vs_trace``) for the collapse table and the verdict
+            (:mod:`locedit.analysis.verdict`, the summary's first paragraph).
     """
     main, fmt = frames["main"], meta["dataset_format"]
     t7_num = 8 if fmt == "zsre" else 7
@@ -403,7 +412,13 @@ def build_tables(
             for m in ("rewrite", "overall")
         ],
         SUMMARY_TABLE: [
-            ("Summary of this run", summary_table(frames, alpha, default_layer, counts), "")
+            (
+                "Summary of this run",
+                summary_table(frames, alpha, default_layer, counts),
+                verdict(main, edits, alpha, meta["model_name"], _localizer(meta))
+                if edits is not None and "case_id" in edits and len(edits)
+                else "",
+            )
         ],
     }
     for num, metric in R2_TABLES.items():
