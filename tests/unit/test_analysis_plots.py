@@ -177,3 +177,44 @@ def test_figures_show_one_indexed_layers_and_their_panels(data):
     assert [t.get_text() for t in visible["fig06"][0].get_xticklabels()] == ["FT-1", "FT-5", "ROME", "MEMIT"]
     assert len(visible["fig15"]) == 3
     plt.close("all")
+
+
+def test_layer_axes_tick_whole_layers_only(data):
+    """Every layer axis ticks whole, 1-indexed layers: Fig. 7's exactly the edited ones; Figs 10
+    and 11 no fractional ticks; Fig. 15's panels give ρ with p and n, and a legend."""
+    figs = _figures(*data)
+    for ax in (a for a in figs["fig07"].axes if a.get_visible()):
+        assert list(ax.get_xticks()) == [1, 2, 4]
+    for name in ("fig10", "fig11"):
+        for ax in (a for a in figs[name].axes if a.get_visible()):
+            lo, hi = ax.get_xlim()
+            ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+            assert ticks and all(float(t).is_integer() for t in ticks), (name, ticks)
+    assert figs["fig10"].axes[0].get_ylabel() == "Tracing Effect"
+    titles = [ax.get_title() for ax in figs["fig15"].axes if ax.get_title()]
+    assert titles and all("p = " in t and "n = " in t for t in titles), titles
+    assert figs["fig15"].legends and "y = x" in [t.get_text() for t in figs["fig15"].legends[0].get_texts()]
+    plt.close("all")
+
+
+def test_trace_heatmaps_share_one_scale_per_fact_and_label_estimates():
+    """A fact's exact restoration panels share one colour scale; attribution patching's panel is
+    labelled an estimate."""
+    from locedit.tracing.plots import plot_trace_heatmaps
+
+    rows = []
+    for kind, window, scale in (("mlp", 1, 1.0), ("mlp", 5, 0.5), ("atp", 5, 3.0)):
+        for t in range(3):
+            for layer in range(4):
+                rows.append({"case_id": 7, "kind": kind, "window": window, "token_index": t,
+                             "token": f"t{t}", "is_subject": t == 1, "layer": layer,
+                             "p_restored": scale * (t + layer) / 6})
+    facts = pd.DataFrame({"case_id": [7], "target": ["Paris"], "p_clean": [0.9], "p_noised": [0.1]})
+    fig = plot_trace_heatmaps(pd.DataFrame(rows), facts, [7])
+    heat = {ax.get_title().split("\n")[0]: ax.collections[0].get_clim() for ax in fig.axes if ax.get_title()}
+    exact = 5 / 6  # the largest restored p of the exact runs (window 1)
+    assert heat == {"MLP tracing (window 1)": (0.0, exact), "MLP tracing (window 5)": (0.0, exact),
+                    "MLP, attribution patching tracing (window 5)": (0.0, 2.5)}
+    labels = {ax.get_ylabel() for ax in fig.axes if not ax.get_title()}  # the colour bars
+    assert labels == {"AtP estimate of p(Paris)", "p(Paris)"}
+    plt.close("all")

@@ -110,8 +110,9 @@ def test_collapse_table_counts_flagged_edits_per_layer():
     # paper order: EI before FE, ROME before r-ROME; problems printed once
     assert table[["Problem", "Method"]].values.tolist() == [
         ["Error Injection", "ROME"], ["", "r-ROME"], ["Fact Erasure", "ROME"]]
-    assert table["layer 1"].tolist() == ["100.0%", "0.0%", "25.0%"]
-    assert table["layer 8"].tolist() == ["–", "–", "0.0%"]
+    # layers 0-indexed, as in every table
+    assert table["layer 0"].tolist() == ["100.0%", "0.0%", "25.0%"]
+    assert table["layer 7"].tolist() == ["–", "–", "0.0%"]
     assert table["all layers"].tolist() == ["100.0%", "0.0%", "16.7%"] and table["n"].tolist() == [2, 2, 6]
     # flag_collapse: the threshold is on the post/pre essence perplexity ratio
     ppl = pd.DataFrame({"essence_ppl_pre": [10.0, 10.0, 10.0], "essence_ppl_post": [19.9, 20.0, float("nan")]})

@@ -38,7 +38,7 @@ def _percent(value) -> str:
 
 
 def collapse_table(edits: pd.DataFrame) -> pd.DataFrame:
-    """Percent of edits flagged ``collapsed`` per (problem, method) row and 1-indexed edit layer
+    """Percent of edits flagged ``collapsed`` per (problem, method) row and 0-indexed edit layer
     column, plus the row's overall rate and its number of edits."""
     need = {"variant", "method", "layer", "collapsed"}
     if edits.empty or not need <= set(edits.columns):
@@ -47,7 +47,7 @@ def collapse_table(edits: pd.DataFrame) -> pd.DataFrame:
     keys = ["variant", "method"]
     rates = df.pivot_table(index=keys, columns="layer", values="collapsed", aggfunc="mean",
                            observed=True)  # fmt: skip
-    layers = [f"layer {int(layer) + 1}" for layer in rates.columns]
+    layers = [f"layer {int(layer)}" for layer in rates.columns]  # tables are 0-indexed
     rates.columns = layers
     overall = df.groupby(keys, observed=True)["collapsed"].agg(["mean", "size"])
     cells = paper_order(rates.join(overall).reset_index()).reset_index(drop=True)

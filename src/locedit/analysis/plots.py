@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from locedit.analysis import METHOD_LABELS, METHODS, METRICS, VARIANT_LABELS, VARIANTS
 from locedit.editing.probes import PROBE_LABELS
@@ -169,8 +170,17 @@ def scatter_by_layer(
         ax.plot([0, 1], [0, 1], "r--", lw=0.8)
         layer = int(name.split()[-1]) - 1
         if layer in getattr(c, "index", []):
-            ax.set_title(f"{name}: ρ = {c.loc[layer, 'rho']:.2f}", fontsize=8)
+            row = c.loc[layer]
+            ax.set_title(f"{name}: ρ = {row['rho']:.2f}\n(p = {row['p_value']:.2g}, n = {int(row['n'])})",
+                         fontsize=8)
     g.set_axis_labels(FEATURE_LABELS.get(feature, feature).split(" (")[0], METRIC_LABELS[metric])
+    handles = [
+        plt.Line2D([], [], ls="", marker="o", alpha=0.5, ms=4, label="one fact's edit"),
+        plt.Line2D([], [], color=DIFF_ORANGE, label="OLS fit (95% band)"),
+        plt.Line2D([], [], color="r", ls="--", lw=0.8, label="y = x"),
+    ]
+    g.figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3,
+                    frameon=False, fontsize=8)
     g.figure.suptitle(title, y=1.02)
     return g.figure
 
@@ -236,6 +246,7 @@ def scores_by_layer(df: pd.DataFrame, metrics: list[str], title: str) -> plt.Fig
     )
     palette = dict(zip(methods, sns.color_palette(n_colors=len(methods))))
     markers = dict(zip(methods, "osD^v<>"))
+    edited = sorted(int(layer) + 1 for layer in df["layer"].unique())
     fig, axes = plt.subplots(
         len(variants),
         len(metrics),
@@ -264,6 +275,7 @@ def scores_by_layer(df: pd.DataFrame, metrics: list[str], title: str) -> plt.Fig
             # Over-reach is a signed difference of probabilities; every other score is in [0, 1].
             ax.set_ylim(-1.02 if m.startswith("overreach") else -0.02, 1.02)
             ax.set_title(f"{VARIANT_LABELS.get(v, v)} | {METRIC_LABELS[m]}", fontsize=8)
+            ax.set_xticks(edited)  # the edited layers, 1-indexed: no ticks between them
             if i == len(variants) - 1:
                 ax.set_xlabel("Edit layer")
             if j == 0:
@@ -273,6 +285,12 @@ def scores_by_layer(df: pd.DataFrame, metrics: list[str], title: str) -> plt.Fig
     fig.tight_layout()
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(methods))
     return fig
+
+
+def _integer_layer_ticks(axes) -> None:
+    """Layer axes show whole layers only (matplotlib's default locator puts ticks at 1.5, 2.5)."""
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def tracing_by_window(curves: pd.DataFrame, title: str) -> plt.Figure:
@@ -292,7 +310,8 @@ def tracing_by_window(curves: pd.DataFrame, title: str) -> plt.Figure:
         aspect=1.1,
         col_wrap=min(4, d["Window"].nunique()),
     )
-    g.set_axis_labels("Layer", "Denoising Effect")
+    g.set_axis_labels("Layer", "Tracing Effect")
+    _integer_layer_ticks(g.axes.flat)
     g.figure.suptitle(title, y=1.03)
     return g.figure
 
@@ -318,6 +337,7 @@ def peaks_by_window(curves: pd.DataFrame, title: str) -> plt.Figure:
         col_wrap=min(4, peaks["Window"].nunique()),
     )
     g.set(xlim=(0.5, n_layers + 0.5))
+    _integer_layer_ticks(g.axes.flat)
     g.set_axis_labels("Peak layer", "Count")
     g.figure.suptitle(title, y=1.03)
     return g.figure

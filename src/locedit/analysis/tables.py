@@ -394,7 +394,7 @@ def build_tables(
         ],
         "collapse_rates": [
             (
-                "Beyond the paper: edits that collapse the model (% per edit layer, 1-indexed)",
+                "Beyond the paper: edits that collapse the model (% per edit layer, 0-indexed)",
                 collapse_table(edits if edits is not None else pd.DataFrame()),
                 "collapsed: the essence texts' perplexity grew by at least "
                 "editing.collapse.essence_ppl_ratio (Gupta et al. 2024's model collapse).",

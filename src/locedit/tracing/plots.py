@@ -41,6 +41,11 @@ def plot_trace_heatmaps(
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 2.6 * n_rows), squeeze=False)
     f = facts.set_index("case_id")
     for i, cid in enumerate(case_ids):
+        fact = trace[trace["case_id"] == cid]
+        # One colour scale per fact for the exact restorations, so its panels compare by eye;
+        # attribution patching's first-order estimates (which can leave [0, 1]) keep their own.
+        exact = fact[[TRACE_KINDS[k].estimates is None if k in TRACE_KINDS else True for k in fact["kind"]]]
+        scale = (exact["p_restored"].min(), exact["p_restored"].max()) if len(exact) else (None, None)
         for j, (kind, window) in enumerate(runs):
             ax = axes[i][j]
             cells = trace[
@@ -52,11 +57,16 @@ def plot_trace_heatmaps(
                 repr(toks.loc[t, "token"])[1:-1] + ("*" if toks.loc[t, "is_subject"] else "")
                 for t in mat.index
             ]
+            estimate = kind in TRACE_KINDS and TRACE_KINDS[kind].estimates is not None
+            vmin, vmax = (None, None) if estimate else scale
+            target = f"p({f.loc[cid, target_col]})"
             sns.heatmap(
                 mat.to_numpy(),
                 ax=ax,
+                vmin=vmin,
+                vmax=vmax,
                 cmap=KIND_CMAPS.get(kind, "Greens"),
-                cbar_kws={"label": f"p({f.loc[cid, target_col]})", "format": "%.2g"},
+                cbar_kws={"label": f"AtP estimate of {target}" if estimate else target, "format": "%.2g"},
                 xticklabels=[str(c + 1) for c in mat.columns],
                 yticklabels=labels,
             )
