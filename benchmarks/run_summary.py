@@ -109,6 +109,10 @@ def blocks(root: Path, res: Path, configs: list[Path] | None = None) -> dict[str
         f"The run gives {len(facts)} records, {int(facts['is_correct'].sum())} of which the model "
         f"knows ({100 * facts['is_correct'].mean():.1f} %), and {len(edits):,} edits."
     )
+    out["edit_rate"] = edit_rate_block(root, edits)
+    noise = res / "tracing" / "noise.json"
+    if noise.exists():
+        out["noise"] = f"{json.loads(noise.read_text())['noise_std']:.3f}"
     table = edits.pivot_table(index=["method", "variant"], columns="layer", values="rewrite_score", sort=False)
     rank = {v: i for i, v in enumerate(VARIANT_ORDER)}
     table = table.reindex([i for m in order for i in sorted(
@@ -140,6 +144,24 @@ def verdict_block(configs: list[Path], res: Path, reg: pd.DataFrame, joined: pd.
         analysis.update((yaml.safe_load(path.read_text()) or {}).get("analysis", {}))
     return verdict(reg, joined, analysis["alpha"], res.parent.name,
                    localizer_label(analysis["trace_kind"], analysis["window"]))
+
+
+def edit_rate_block(root: Path, edits: pd.DataFrame) -> str:
+    """Edits per second of edit-job time (start-up included), with and without r-ROME's replay
+    jobs (their edits cost no optimisation)."""
+    seconds: dict[str, float] = {}
+    for rule in EDIT_RULES:
+        # benchmarks/{rule}/{model}/{dataset}/{variant}/{method}/{layer}/{shard}.tsv
+        for f in (root / "benchmarks" / rule).glob("*/*/*/*/*/*.tsv"):
+            method = f.relative_to(root / "benchmarks" / rule).parts[3]
+            seconds[method] = seconds.get(method, 0.0) + float(pd.read_csv(f, sep="\t")["s"].iloc[-1])
+    total = sum(seconds.values())
+    paper = [m for m in seconds if not METHODS[m].reuses]
+    n_paper = int(edits["method"].isin(paper).sum())
+    s_paper = sum(seconds[m] for m in paper)
+    return (f"**{len(edits) / total:.2f} edits per job-second** ({len(edits):,} edits in {total:,.0f} "
+            f"job-seconds); without replay jobs ({', '.join(m for m in seconds if m not in paper)}), "
+            f"{n_paper / s_paper:.2f} ({n_paper:,} edits in {s_paper:,.0f} job-seconds)")
 
 
 def regression_block(reg: pd.DataFrame) -> str:
