@@ -22,6 +22,8 @@ META = {
     "model_source": "toy",
     "dataset_name": "synthetic",
     "dataset_format": "counterfact",
+    "trace_kind": "mlp",  # as write_tables passes them (the verdict's localizer)
+    "trace_window": 5,
 }
 
 

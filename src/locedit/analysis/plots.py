@@ -181,7 +181,7 @@ def scatter_by_layer(
     ]
     g.figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3,
                     frameon=False, fontsize=8)
-    g.figure.suptitle(title, y=1.02)
+    g.figure.suptitle(title, y=1.1)  # above the two-line panel titles
     return g.figure
 
 

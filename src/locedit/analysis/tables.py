@@ -425,7 +425,9 @@ def build_tables(
         out[f"table{num}_{metric}"] = [
             (f"Table {num}: R² predicting {metric} score", r2_table(main, metric), "")
         ]
-    head = comparison_header(**meta)
+    head = comparison_header(
+        meta["model_name"], meta["model_source"], meta["dataset_name"], meta["dataset_format"]
+    )
     cmp = [
         (f"Table {num} ({metric}): paper vs this run", comparison_table(main, metric), "")
         for num, metric in R2_TABLES.items()
