@@ -32,6 +32,9 @@ PRESETS = ["config/paper_gptj.yaml", "config/paper_gpt2xl.yaml"]
 def plan(config: Path) -> tuple[float, int]:
     """(seconds, jobs) of one dry run in a fresh scratch directory."""
     with tempfile.TemporaryDirectory(prefix="locedit-plan-") as tmp:
+        npz_dir = (yaml.safe_load(config.read_text()).get("editing", {}).get("stats") or {}).get("rome_npz_dir")
+        if npz_dir:  # ROME's statistics, downloaded before a real run (planning checks the folder)
+            Path(tmp, npz_dir).mkdir(parents=True)
         cmd = snakemake_cmd(Path(tmp), "-n", "--quiet", "rules", "--cores", "1", configfile=config)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=run_env())

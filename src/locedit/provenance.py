@@ -110,9 +110,11 @@ def study_identity(config: Mapping) -> dict:
 
 
 def corpus_identity(config: Mapping, corpus_path: str) -> dict:
-    """The statistics corpus: the fact world's (by key), a sampled one (by its key) or a file's
-    content hash."""
+    """The statistics corpus: the fact world's (by key), a sampled one (by its key), a file's
+    content hash, or none (a real model's statistics all from ROME's files)."""
     stats = config["editing"]["stats"]
+    if stats["corpus"] is None and config["model"]["source"] != "toy":
+        return {"rome_npz_only": True}  # every layer from editing.stats.rome_npz_dir
     if stats["corpus"] is None:
         return {"world": world_key(config["world"], config["seed"])}
     if stats["corpus"] == "sampled":

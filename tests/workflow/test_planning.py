@@ -22,15 +22,18 @@ MAX_SECONDS = 60
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_paper_preset_plans_small_fast_and_offline(tmp_path, preset):
+    cfg = yaml.safe_load((REPO / preset).read_text())
+    # A user downloads ROME's statistics first (planning refuses a rome_npz_dir that is missing).
+    (tmp_path / cfg["editing"]["stats"]["rome_npz_dir"]).mkdir(parents=True)
     t0 = time.perf_counter()
     counts = dry_run_jobs(tmp_path, "--cores", "1", configfile=REPO / preset)
     elapsed = time.perf_counter() - t0
     total = sum(counts.values())
     assert 0 < total <= MAX_JOBS, f"{preset}: {total} jobs: {counts}"
     assert elapsed <= MAX_SECONDS, f"{preset}: planning took {elapsed:.1f} s"
-    # Planning loads no model and downloads nothing: the scratch dir holds only .snakemake.
-    assert {p.name for p in tmp_path.iterdir()} <= {".snakemake"}, list(tmp_path.iterdir())
-    cfg = yaml.safe_load((REPO / preset).read_text())
+    # Planning loads no model and downloads nothing: the scratch dir holds only .snakemake and
+    # the statistics folder made above.
+    assert {p.name for p in tmp_path.iterdir()} <= {".snakemake", "resources"}, list(tmp_path.iterdir())
     limit = cfg["dataset"]["limit"]
     assert limit == 2000 and cfg["dataset"]["source"] == "url"
     # The fan-out the config asks for: one trace job per record shard (all (kind, window) runs
@@ -40,6 +43,15 @@ def test_paper_preset_plans_small_fast_and_offline(tmp_path, preset):
     assert sum(counts.get(r, 0) for r in EDIT_RULES) == (len(ed["variants"]) * len(ed["run_methods"]) * len(ed["layers"])
                                     * math.ceil(limit / ed["shard_size"]))
     assert counts["collect_edits"] == counts["aggregate_tracing"] == 1
+
+
+def test_real_model_statistics_from_a_missing_folder_are_refused_by_planning(tmp_path):
+    """GPT-J's statistics come from ROME's files (every layer) or a corpus, never from the fact
+    world's text: a rome_npz_dir that does not exist stops planning, naming the key."""
+    proc = run(tmp_path, "-n", "--cores", "1", "--configfile", str(REPO / "config/paper_gptj.yaml"),
+               check=False)
+    assert proc.returncode != 0
+    assert "editing.stats.rome_npz_dir: 'resources/rome_stats/EleutherAI_gpt-j-6B/wikipedia_stats' is not a directory" in proc.stdout + proc.stderr
 
 
 def test_gptj_preset_has_the_paper_grid():

@@ -69,3 +69,21 @@ def test_bad_record_fails_before_model_jobs(tmp_path, local_model_dir):
     assert ("case_id 1: requested_rewrite.prompt 'a prompt without a slot' must contain exactly "
             "one '{}' slot") in log
     assert not (tmp_path / "results" / "local" / "bad" / "facts.parquet").exists()
+
+
+def test_real_model_statistics_never_come_from_the_fact_world(tmp_path, local_model_dir):
+    """Without a corpus, a real model's ROME/MEMIT statistics must all be among ROME's files:
+    a missing layer fails the statistics job by name, before anything is written, and no fact
+    world is generated for it."""
+    cfg = _config(local_model_dir, FIXTURES / "counterfact_sample_5.json", "counterfact", "cf")
+    npz = tmp_path / "rome_stats"
+    npz.mkdir()
+    cfg["editing"]["stats"].update(corpus=None, rome_npz_dir=str(npz))
+    cfg["editing"]["run_methods"] = ["rome"]
+    proc = snakemake(tmp_path, "--cores", "1", "compute_layer_stats",
+                     configfile=write_config(tmp_path, cfg), check=False)
+    assert proc.returncode != 0
+    (log,) = (tmp_path / "logs" / "compute_layer_stats").glob("*.log")
+    assert f"editing.stats.rome_npz_dir: {npz} has no statistics for layer(s) [0, 1]" in log.read_text()
+    assert not list((tmp_path / "resources" / "stats").glob("*/manifest.json"))
+    assert not (tmp_path / "resources" / "world").exists()

@@ -3,10 +3,13 @@
 
 
 def stats_corpus():
-    """The text corpus of the statistics: configured file, else the fact world's corpus.
+    """The text corpus of the statistics: the configured file, a corpus sampled from the model,
+    the fact world's corpus for the toy, or none (a real model reading every layer from ROME's
+    files, editing.stats.rome_npz_dir).
 
-    A real model with neither a corpus nor ROME's files would get statistics of the fact world's
-    few thousand tokens of invented text: refuse that at planning time.
+    A real model must never get statistics of the fact world's few thousand tokens of invented
+    text: without a corpus, planning refuses a missing rome_npz_dir, and the job a layer missing
+    from it.
     """
     corpus = EDIT_STATS["corpus"]
     if corpus == "sampled":
@@ -19,6 +22,14 @@ def stats_corpus():
             "editing.stats: set corpus (a text file, one document per line) or rome_npz_dir "
             "(ROME's published statistics) for ROME/MEMIT on a real model"
         )
+    if config["model"]["source"] != "toy":
+        npz_dir = EDIT_STATS["rome_npz_dir"]
+        if uses_stats and not Path(npz_dir).is_dir():
+            raise WorkflowError(
+                f"editing.stats.rome_npz_dir: {npz_dir!r} is not a directory; a real model's "
+                "statistics come from it (every layer) or from editing.stats.corpus"
+            )
+        return []  # every layer from ROME's files: no corpus at all
     return f"{WORLD_DIR}/corpus.txt"
 
 

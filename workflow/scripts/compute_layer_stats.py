@@ -3,7 +3,9 @@
 Per-layer ``layer_{l}.npz`` files (ROME's format) are written next to the declared output, the
 manifest, which is written last and so marks completion. Partial sums are checkpointed to
 ``partial.pt`` in the same directory; rerunning a killed job resumes from them. Layers present
-among ROME's published files (``rome_npz_dir``) are copied instead of computed.
+among ROME's published files (``rome_npz_dir``) are copied instead of computed; a real model
+without a corpus of its own must find every layer there (the job fails naming the missing ones
+rather than compute them from the fact world's text).
 """
 
 import logging
@@ -13,9 +15,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from locedit.editing.covariance import compute_layer_stats, write_manifest
+from locedit.editing.covariance import compute_layer_stats, missing_rome_layers, write_manifest
 from locedit.modeling import load_model
-from locedit.workflow import log_stream, setup_logging
+from locedit.workflow import fail, log_stream, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +29,22 @@ def main(snakemake) -> None:
     s = p.stats
     out_dir = Path(snakemake.output.manifest).parent
     model, tok = load_model(**p.model)
+    if p.world_corpus and p.real_model:
+        # A real model's statistics must never come from the fact world's invented text: every
+        # layer has to be among ROME's files (planning has checked the directory exists).
+        missing = missing_rome_layers(model, s["layers"], s["rome_npz_dir"], s["rome_npz_pattern"])
+        if missing:
+            fail(
+                f"editing.stats.rome_npz_dir: {s['rome_npz_dir']} has no statistics for layer(s) "
+                f"{missing} of {p.model['source']} (file pattern {s['rome_npz_pattern']!r}); add "
+                "them, or set editing.stats.corpus (a text file, or sampled) to compute them"
+            )
     stream = log_stream(snakemake)
     try:
         manifest = compute_layer_stats(
             model,
             tok,
-            snakemake.input.corpus,
+            snakemake.input.get("corpus") or None,  # none: every layer from ROME's files
             out_dir,
             layers=s["layers"],
             sample_size=s["sample_size"],
@@ -48,13 +60,6 @@ def main(snakemake) -> None:
     finally:
         if stream is not sys.stderr:
             stream.close()
-    computed = [l for l, src in manifest["sources"].items() if src == "computed"]
-    if computed and p.world_corpus and p.real_model:
-        logger.warning(
-            "layers %s of %s were computed from the fact world's corpus; real models need a real "
-            "corpus (editing.stats.corpus) or ROME's files (editing.stats.rome_npz_dir)",
-            ",".join(computed), p.model["source"],
-        )  # fmt: skip
     manifest["model"] = p.model["source"]
     manifest["format"] = p.format
     manifest["identity"] = p.identity  # checked when a study that would read them is planned

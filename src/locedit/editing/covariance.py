@@ -224,6 +224,15 @@ def import_rome_npz(
     return found
 
 
+def missing_rome_layers(
+    model: nn.Module, layers: str | Sequence[int], npz_dir: str | os.PathLike, pattern: str = ROME_NPZ_PATTERN
+) -> list[int]:
+    """The layers of ``layers`` (``"all"`` or indices) without a file in ``npz_dir``."""
+    wanted = resolve_layers(model, layers)
+    found = import_rome_npz(model, wanted, npz_dir, pattern)
+    return [layer for layer in wanted if layer not in found]
+
+
 def resolve_layers(model: nn.Module, layers: str | Sequence[int]) -> list[int]:
     """``"all"`` → every layer; else the listed layers, checked against the model."""
     total = n_layers(model)
