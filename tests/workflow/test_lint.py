@@ -65,3 +65,17 @@ def test_conda_env_lists_the_package_dependencies():
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert pip == deps
+
+
+def test_local_rules_are_quick_cpu_steps_and_the_downloads():
+    """Under a cluster profile, rules marked ``localrule`` run on the submit host: the downloads
+    (a compute node may have no network) and the quick CPU steps (aggregation, tables, plots),
+    never a rule that loads the model (those hold the `gpu` resource)."""
+    from locedit.registry.rules import MODEL_RULES
+
+    blocks = _rule_blocks()
+    local = {name for name, body in blocks.items() if "    localrule: True" in body}
+    assert {"download_dataset", "download_model", "publish_validation", "write_tables",
+            "record_provenance", "collect_edits", "aggregate_tracing"} <= local, sorted(local)
+    assert not local & set(MODEL_RULES), sorted(local & set(MODEL_RULES))
+    assert not local & {"fit_regressions", "train_toy_model", "import_gguf_model"}

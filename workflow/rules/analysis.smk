@@ -22,6 +22,7 @@ rule join_edits_tracing:
         table="results/{model}/{dataset}/edit_vs_trace.parquet",
     log:
         "logs/join_edits_tracing/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     resources:
@@ -100,6 +101,7 @@ rule write_tables:
         },
     log:
         "logs/write_tables/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:
@@ -125,6 +127,7 @@ rule plot_edit_scores:
         **figure_outputs("plot_edit_scores"),
     log:
         "logs/plot_edit_scores/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:
@@ -141,6 +144,7 @@ rule plot_r2_bars:
         **figure_outputs("plot_r2_bars"),
     log:
         "logs/plot_r2_bars/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:
@@ -157,6 +161,7 @@ rule plot_trace_scatter:
         **figure_outputs("plot_trace_scatter"),
     log:
         "logs/plot_trace_scatter/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:
@@ -174,6 +179,7 @@ rule plot_tracing_windows:
         **figure_outputs("plot_tracing_windows"),
     log:
         "logs/plot_tracing_windows/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:
@@ -198,6 +204,7 @@ rule write_probe_tables:
         ),
     log:
         "logs/write_probe_tables/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:
@@ -213,6 +220,7 @@ rule plot_probes:
         **figure_outputs("plot_probes"),
     log:
         "logs/plot_probes/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:
@@ -235,6 +243,7 @@ rule record_provenance:
         ),
     log:
         "logs/record_provenance/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:

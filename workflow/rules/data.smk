@@ -10,6 +10,7 @@ rule generate_fact_world:
         corpus=f"{WORLD_DIR}/corpus.txt",
     log:
         f"logs/generate_fact_world/{Path(WORLD_DIR).name}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:
@@ -49,6 +50,7 @@ rule download_model:
         "logs/download_model/{stem}.log",
     wildcard_constraints:
         stem=gguf_download_stem(),
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:
@@ -84,6 +86,7 @@ rule download_dataset:
         raw=f"resources/data/{DATASET}.json",
     log:
         f"logs/download_dataset/{DATASET}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:
@@ -143,6 +146,7 @@ rule prepare_records:
         records="results/{model}/{dataset}/records.json",
     log:
         "logs/prepare_records/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:

@@ -146,6 +146,7 @@ rule collect_edits:
         edits=f"results/{{model}}/{{dataset}}/edits.parquet",
     log:
         "logs/collect_edits/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:

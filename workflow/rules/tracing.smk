@@ -89,6 +89,7 @@ rule aggregate_tracing:
         o_noise="results/{model}/{dataset}/tracing/o_noise.parquet",
     log:
         "logs/aggregate_tracing/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     resources:
@@ -122,6 +123,7 @@ rule plot_trace_heatmaps:
         average_table="results/{model}/{dataset}/tracing/average_effects.parquet",
     log:
         "logs/plot_trace_heatmaps/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:
@@ -143,6 +145,7 @@ rule plot_peak_layers:
         pdf="results/{model}/{dataset}/figures/tracing_peak_layers.pdf",
     log:
         "logs/plot_peak_layers/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:
@@ -170,6 +173,7 @@ rule measure_atp_agreement:
         pdf="results/{model}/{dataset}/figures/atp_agreement.pdf",
     log:
         "logs/measure_atp_agreement/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:

@@ -55,6 +55,7 @@ rule collect_tuning:
         summary="results/{model}/{dataset}/tuning/tuning.md",
     log:
         "logs/collect_tuning/{model}/{dataset}.log",
+    localrule: True
     conda:
         "../../envs/locedit.yaml"
     params:
