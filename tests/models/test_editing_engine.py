@@ -210,3 +210,36 @@ def test_replaying_the_edit_layer_gives_the_same_values(models, tiny_tokenizer, 
     for r, a, b in zip(reqs, ref, new):
         assert b.diagnostics["n_forward"] == a.diagnostics["n_forward"]
         assert_same_value(r, a, b)
+
+
+def test_a_batch_whose_facts_disagree_on_the_shortcut_replays_the_edit_layer(
+    models, tiny_tokenizer, counterfact_records, monkeypatch
+):
+    """Facts of one batch may disagree on whether the delta passes through block l (in half
+    precision the check is decided per fact): the batch then replays block l for all of them,
+    with the same values, instead of failing."""
+    from locedit.editing import engine
+
+    model = models["LlamaForCausalLM"]
+    reqs = _requests(counterfact_records, _d_model(model))
+    assert len(reqs) >= 2
+    ref = [optimize_value(model, tiny_tokenizer, r, TEMPLATES, 1, component="mlp_out", hp=VALUE_HP) for r in reqs]
+    calls = iter(range(10_000))
+    monkeypatch.setattr(engine, "_delta_passes_through", lambda *a: next(calls) % 2 == 0)
+    new = optimize_values(model, tiny_tokenizer, reqs, TEMPLATES, 1, component="mlp_out", hp=VALUE_HP)
+    for r, a, b in zip(reqs, ref, new):
+        assert_same_value(r, a, b)
+
+
+def test_the_shortcut_holds_in_half_precision(models, tiny_tokenizer, counterfact_records):
+    """The pass-through check tolerates the model's own rounding: in float16 and bfloat16 the
+    engine skips block l for GPT-2 as it does in float32."""
+    import copy
+
+    from locedit.editing import engine
+
+    for dtype in (torch.float16, torch.bfloat16):
+        model = copy.deepcopy(models["GPT2LMHeadModel"]).to(dtype)
+        req = _requests(counterfact_records, _d_model(model))[0]
+        fact = engine._prefix_pass(model, tiny_tokenizer, 0, req, TEMPLATES, 1, "mlp_out", "subject_last")
+        assert fact.first == 2, dtype
