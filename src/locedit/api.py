@@ -69,11 +69,12 @@ def toy_dir(config: str | os.PathLike = "config.yaml") -> Path:
     return toy_dir_of_file(config)
 
 
-def load(source: str = "toy", *, device: str = "auto", dtype: str = "float32") -> LoadedModel:
+def load(source: str = "toy", *, device: str = "auto", dtype: str = "float32",
+         revision: str | None = None) -> LoadedModel:
     """Load a hub id, a ``save_pretrained`` directory, a ``.gguf`` file or a packaged GGUF
     model's name (``"smollm2-135m"``; imported once under ``$LOCEDIT_CACHE``), or ``"toy"``
     (the toy of ``config.yaml`` in the working directory, :func:`toy_dir`; built by
-    ``snakemake --cores 2 train_toy_model``)."""
+    ``snakemake --cores 2 train_toy_model``). ``revision``: a hub model's branch, tag or commit."""
     path = str(toy_dir()) if source == "toy" else source
     if is_gguf_source(source):
         path = str(ensure_imported(source, cache_root()))
@@ -82,7 +83,7 @@ def load(source: str = "toy", *, device: str = "auto", dtype: str = "float32") -
             f"no toy model in {Path(path).resolve()}: build it with "
             "`snakemake --cores 2 train_toy_model` in the repository"
         )
-    model, tok = load_model(path, dtype=dtype, device=device)
+    model, tok = load_model(path, dtype=dtype, device=device, revision=revision)
     return LoadedModel(model, tok, str(Path(path).resolve()) if Path(path).is_dir() else path)
 
 

@@ -54,27 +54,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_hub_source(source: str) -> None:
+def check_hub_source(source: str, revision: str | None = None) -> None:
     """Fail in one line, not after the hub client's retries, when ``source`` is a hub id that is
-    neither cached nor reachable."""
+    neither cached (at ``revision``) nor reachable."""
     from locedit.validation import ConfigError, fetched_model_shape, source_kind
 
     if source_kind(source) == "hub":
-        _, problems = fetched_model_shape(source)
+        _, problems = fetched_model_shape(source, revision)
         if problems:
             raise ConfigError(problems[0])
 
 
-def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
-    """Tokenizer of ``source`` with a pad token (EOS when it has none) for batched scoring."""
-    tok = AutoTokenizer.from_pretrained(source)
+def load_tokenizer(source: str, revision: str | None = None) -> PreTrainedTokenizerBase:
+    """Tokenizer of ``source`` (at a hub ``revision``) with a pad token (EOS when it has none)
+    for batched scoring."""
+    tok = AutoTokenizer.from_pretrained(source, revision=revision)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
 def load_model(
-    source: str, *, dtype: str = "float32", device: str = "auto"
+    source: str, *, dtype: str = "float32", device: str = "auto", revision: str | None = None
 ) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """Load ``(model, tokenizer)`` from a hub id or a local directory, in eval mode.
 
@@ -82,16 +83,17 @@ def load_model(
         source: hub id (``EleutherAI/gpt-j-6B``) or a directory written by ``save_pretrained``.
         dtype: one of :data:`DTYPES`.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` …
+        revision: a hub model's branch, tag or commit (None: the default branch).
     """
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     dev = resolve_device(device)
-    check_hub_source(source)
+    check_hub_source(source, revision)
     # A job loads its model once; transformers' per-tensor "Loading weights" bar would print one
     # bar per job on the console (70+ in a default run) and says nothing the log line below doesn't.
     hf_logging.disable_progress_bar()
-    tok = load_tokenizer(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype])
+    tok = load_tokenizer(source, revision)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], revision=revision)
     model.to(dev).eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -88,7 +88,7 @@ def model_identity(config: Mapping) -> dict:
     path = Path(src).expanduser()
     if path.is_dir():
         return {"source": "directory", "path": str(path.resolve())}
-    return {"source": "hub", "id": src}
+    return {"source": "hub", "id": src, "revision": config["model"].get("revision")}
 
 
 def dataset_identity(config: Mapping) -> dict:

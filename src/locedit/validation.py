@@ -96,7 +96,7 @@ def planned_model_shape(config: Mapping) -> tuple[ModelShape | None, list[str]]:
     """The model's shape as far as planning can know it, and problems with ``model.source``.
 
     The toy's comes from ``toy_model``; a directory's from its ``config.json``; a hub model's from
-    the local hub cache, else fetched (``config.json`` alone, a few kB).
+    the local hub cache (at ``model.revision``), else fetched (``config.json`` alone, a few kB).
     """
     source = config["model"]["source"]
     kind = source_kind(source)
@@ -121,14 +121,20 @@ def planned_model_shape(config: Mapping) -> tuple[ModelShape | None, list[str]]:
                 "save_pretrained)"
             ]
         return shape_from_file(cfg)
-    if source_kind(source) == "hub" and not hub_reachable() and not _cached_hub_config(source):
+    revision = config["model"].get("revision")
+    if kind != "hub":  # a revision of a source that has none: config_problems names the key
+        return None, []
+    cached = _cached_hub_config(source, revision)
+    if cached:
+        return shape_from_file(cached)
+    if not hub_reachable():
         # Planning works offline (dry runs of the paper presets); the jobs cannot, and
         # validate_inputs then fails in one line (fetched_model_shape).
         print(f"locedit: model.source {source!r} is a hub id whose config.json is not cached and "
               "the hub is unreachable: edit layers are not checked against its depth",
               file=sys.stderr)
         return None, []
-    return fetched_model_shape(source)
+    return fetched_model_shape(source, revision)
 
 
 def gguf_model_shape(source: str) -> tuple[ModelShape | None, list[str]]:
@@ -167,6 +173,10 @@ def config_problems(config: Mapping, shape: ModelShape | None = None) -> list[st
     :func:`locedit.registry.methods.config_problems` (kept apart: every job imports this module,
     and a registry change must not rerun them)."""
     problems: list[str] = []
+    revision = config["model"].get("revision")
+    if revision is not None and source_kind(config["model"]["source"]) not in ("hub", "missing"):
+        problems.append(f"model.revision: {revision!r} is for a hub id; model.source "
+                        f"{config['model']['source']!r} has no revisions (set it to null)")
     ds = config["dataset"]
     if ds["source"] == "path":
         if not ds.get("path"):
@@ -176,9 +186,10 @@ def config_problems(config: Mapping, shape: ModelShape | None = None) -> list[st
     stats = config["editing"]["stats"]
     if stats.get("corpus") not in (None, "sampled") and not Path(stats["corpus"]).expanduser().is_file():
         problems.append(f"editing.stats.corpus: no such file {stats['corpus']!r}")
-    if stats.get("rome_npz_dir") and not Path(stats["rome_npz_dir"]).expanduser().is_dir():
-        # A warning, not an error: the paper presets name ROME's files before they are
-        # downloaded, and planning them (a dry run) must work.
+    if (stats.get("rome_npz_dir") and stats.get("corpus") is not None
+            and not Path(stats["rome_npz_dir"]).expanduser().is_dir()):
+        # A warning, not an error: with a corpus every layer can be computed. Without one, a
+        # real model's planning refuses the missing folder (editing_stats_functions.smk).
         print(f"locedit: editing.stats.rome_npz_dir {stats['rome_npz_dir']!r} does not exist (yet): "
               "compute_layer_stats will compute every layer from editing.stats.corpus", file=sys.stderr)
     if ds["source"] == "url" and not ds.get("url"):
@@ -228,12 +239,13 @@ def raise_problems(problems: list[str], where: str) -> None:
         raise ConfigError(problem_report(problems, where))
 
 
-def fetched_model_shape(source: str) -> tuple[ModelShape | None, list[str]]:
-    """The shape of a directory's or hub model's config (a hub model: only its ``config.json``,
-    from the local cache or fetched once; offline, one line says what to do instead)."""
+def fetched_model_shape(source: str, revision: str | None = None) -> tuple[ModelShape | None, list[str]]:
+    """The shape of a directory's or hub model's config (a hub model: only its ``config.json``
+    at ``revision``, from the local cache or fetched once; offline, one line says what to do
+    instead)."""
     if source_kind(source) == "dir":
         return shape_from_file(Path(source).expanduser() / "config.json")
-    cached = _cached_hub_config(source)
+    cached = _cached_hub_config(source, revision)
     if cached:
         return shape_from_file(cached)
     advice = (
@@ -246,16 +258,16 @@ def fetched_model_shape(source: str) -> tuple[ModelShape | None, list[str]]:
     from huggingface_hub import hf_hub_download
 
     try:
-        return shape_from_file(hf_hub_download(source, "config.json", etag_timeout=5))
+        return shape_from_file(hf_hub_download(source, "config.json", revision=revision, etag_timeout=5))
     except Exception as err:  # noqa: BLE001 - any failure means the same advice
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         return None, [f"model.source: cannot fetch the config of hub model {source!r} ({first}). {advice}"]
 
 
-def _cached_hub_config(source: str) -> str | None:
+def _cached_hub_config(source: str, revision: str | None = None) -> str | None:
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(source, "config.json")
+    cached = try_to_load_from_cache(source, "config.json", revision=revision)
     return cached if isinstance(cached, str) else None
 
 

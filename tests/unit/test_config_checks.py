@@ -186,3 +186,36 @@ def test_loading_an_unreachable_hub_model_fails_in_one_line(monkeypatch):
     with pytest.raises(ConfigError, match="model.source: hub model 'locedit-test/no-such-model'"):
         load_model("locedit-test/no-such-model", device="cpu")
     assert time.perf_counter() - t0 < 5
+
+
+def test_model_revision_is_for_hub_models_and_reaches_the_loader(config, monkeypatch):
+    """model.revision names a hub model's branch or commit: on another source it is a named
+    mistake; set, it reaches from_pretrained and every model job's params, and it is part of
+    the model's identity (results of another revision never pass for this one's)."""
+    import copy
+
+    import transformers
+
+    from locedit import modeling, provenance
+
+    cfg = copy.deepcopy(config)
+    cfg["model"]["revision"] = "float16"
+    assert any(p.startswith("model.revision: 'float16' is for a hub id") for p in config_problems(cfg))
+    hub = copy.deepcopy(cfg)
+    hub["model"]["source"] = "EleutherAI/gpt-j-6B"
+    assert not [p for p in config_problems(hub) if p.startswith("model.revision")]
+    assert provenance.model_identity(hub)["revision"] == "float16"
+    other = copy.deepcopy(hub)
+    other["model"]["revision"] = None
+    assert provenance.model_identity(other) != provenance.model_identity(hub)
+    seen = {}
+
+    def fake(source, **kwargs):
+        seen[source] = kwargs.get("revision")
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake)
+    monkeypatch.setattr(modeling, "check_hub_source", lambda *a: None)  # offline here
+    with pytest.raises(RuntimeError, match="stop"):
+        modeling.load_model("some/model", revision="abc123", device="cpu")
+    assert seen == {"some/model": "abc123"}

@@ -53,7 +53,7 @@ def test_model_identity_of_each_source(config, tmp_path):
     local = _changed(config, "model.source", str(tmp_path))
     assert provenance.model_identity(local) == {"source": "directory", "path": str(tmp_path.resolve())}
     hub = _changed(config, "model.source", "gpt2-xl")
-    assert provenance.model_identity(hub) == {"source": "hub", "id": "gpt2-xl"}
+    assert provenance.model_identity(hub) == {"source": "hub", "id": "gpt2-xl", "revision": None}
 
 
 def test_stats_key_covers_model_precision_corpus_content_and_settings(config, tmp_path):

@@ -238,10 +238,12 @@ def declare_priorities():
 
 def model_params():
     """Model settings every model-loading rule passes to its script."""
+    revision = config["model"]["revision"]
     return {
         "source": model_source(),
         "dtype": config["model"]["dtype"],
         "device": config["model"]["device"],
+        **({"revision": revision} if revision is not None else {}),
     }
 
 

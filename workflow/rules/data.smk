@@ -115,6 +115,7 @@ rule validate_inputs:
         limit=config["dataset"]["limit"],
         seed=config["seed"],
         model_source=lambda wildcards: model_source(),
+        model_revision=config["model"]["revision"],
         # The known-fact filter's generated tokens must fit the context after every prompt.
         generate=config["filter"]["max_new_tokens"],
         identity=STUDY_IDENTITY,

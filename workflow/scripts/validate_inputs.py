@@ -26,12 +26,12 @@ logger = logging.getLogger(__name__)
 def main(snakemake) -> None:
     setup_logging(snakemake)
     p = snakemake.params
-    shape, problems = fetched_model_shape(p.model_source)
+    shape, problems = fetched_model_shape(p.model_source, p.model_revision)
     raw = snakemake.input.raw
     tok = None
     if shape is not None:
         try:
-            tok = load_tokenizer(p.model_source)
+            tok = load_tokenizer(p.model_source, p.model_revision)
         except (OSError, ValueError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
             problems.append(f"model.source: cannot load the tokenizer of {p.model_source!r}: {first}")
