@@ -45,6 +45,7 @@ rule fit_regressions:
             "results/{model}/{dataset}/regression.csv",
             caption="../report/regression.rst",
             category="Regressions",
+            labels={"table": "regression"},
         ),
         layer_correlations="results/{model}/{dataset}/regression_layer_correlations.csv",
         concentrated="results/{model}/{dataset}/regression_concentrated.csv",
@@ -240,6 +241,7 @@ rule record_provenance:
             "results/{model}/{dataset}/provenance.json",
             caption="../report/provenance.rst",
             category="Provenance",
+            labels={"record": "provenance"},
         ),
     log:
         "logs/record_provenance/{model}/{dataset}.log",

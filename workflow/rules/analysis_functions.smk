@@ -15,6 +15,8 @@ def figure_outputs(rule_name):
             f"results/{{model}}/{{dataset}}/figures/{stem}.png",
             caption=f"../report/{fig.caption}",
             category=fig.category,
+            # listed by name in the report's sidebar, not by a path cut at its edge
+            labels={"figure": stem},
         )
         out[f"{stem}_pdf"] = f"results/{{model}}/{{dataset}}/figures/{stem}.pdf"
     return out

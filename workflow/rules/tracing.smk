@@ -112,12 +112,14 @@ rule plot_trace_heatmaps:
             "results/{model}/{dataset}/figures/tracing_heatmaps.png",
             caption="../report/tracing_heatmaps.rst",
             category="Tracing",
+            labels={"figure": "tracing_heatmaps"},
         ),
         pdf="results/{model}/{dataset}/figures/tracing_heatmaps.pdf",
         average=report(
             "results/{model}/{dataset}/figures/tracing_average.png",
             caption="../report/tracing_average.rst",
             category="Tracing",
+            labels={"figure": "tracing_average"},
         ),
         average_pdf="results/{model}/{dataset}/figures/tracing_average.pdf",
         average_table="results/{model}/{dataset}/tracing/average_effects.parquet",
@@ -141,6 +143,7 @@ rule plot_peak_layers:
             "results/{model}/{dataset}/figures/tracing_peak_layers.png",
             caption="../report/tracing_peak_layers.rst",
             category="Tracing",
+            labels={"figure": "tracing_peak_layers"},
         ),
         pdf="results/{model}/{dataset}/figures/tracing_peak_layers.pdf",
     log:
@@ -169,6 +172,7 @@ rule measure_atp_agreement:
             "results/{model}/{dataset}/figures/atp_agreement.png",
             caption="../report/atp_agreement.rst",
             category="Tracing",
+            labels={"figure": "atp_agreement"},
         ),
         pdf="results/{model}/{dataset}/figures/atp_agreement.pdf",
     log:
