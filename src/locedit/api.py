@@ -37,6 +37,7 @@ from locedit.editing.engine import DEFAULT_MAX_FACTS, DEFAULT_ROW_BUDGET
 from locedit.editing.inputs import prepare_inputs, sample_essence
 from locedit.editing.variants import check_variant
 from locedit.data.filtering import filter_known_facts
+from locedit.files import file_sha256
 from locedit.gguf import ensure_imported, is_gguf_source
 from locedit.io import read_json, write_json
 from locedit.modeling import load_model
@@ -262,7 +263,7 @@ def _prerequisites(lm: LoadedModel, spec: Method, corpus, seed: int):
             f"{spec.name} needs second-moment statistics of the MLP inputs: pass stats_corpus=<text "
             "file, one document per line> (ROME used 100,000 Wikipedia articles)"
         )
-    digest = hashlib.sha256(Path(corpus).read_bytes()).hexdigest()[:12]
+    digest = file_sha256(corpus)[:12]
     stats_dir = root / f"stats-{digest}"
     if not (stats_dir / "manifest.json").exists():
         write_manifest(compute_layer_stats(lm.model, lm.tok, corpus, stats_dir), stats_dir)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import os
 from collections.abc import Mapping
 from pathlib import Path
 

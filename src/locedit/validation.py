@@ -122,12 +122,7 @@ def planned_model_shape(config: Mapping) -> tuple[ModelShape | None, list[str]]:
             ]
         return shape_from_file(cfg)
     revision = config["model"].get("revision")
-    if kind != "hub":  # a revision of a source that has none: config_problems names the key
-        return None, []
-    cached = _cached_hub_config(source, revision)
-    if cached:
-        return shape_from_file(cached)
-    if not hub_reachable():
+    if not _cached_hub_config(source, revision) and not hub_reachable():
         # Planning works offline (dry runs of the paper presets); the jobs cannot, and
         # validate_inputs then fails in one line (fetched_model_shape).
         print(f"locedit: model.source {source!r} is a hub id whose config.json is not cached and "

@@ -65,7 +65,6 @@ def provenance_targets():
 def provenance_params():
     """The study's record as planned: names, what they stand for, the shared artefacts it read,
     and the config (canonical; its hash identifies the run's settings)."""
-    uses_stats = any(get_method(m).needs_stats for m in config["editing"]["run_methods"])
     return {
         "study": {"model": MODEL, "dataset": DATASET},
         "identity": STUDY_IDENTITY,
@@ -76,7 +75,7 @@ def provenance_params():
                 if config["model"]["source"] == "toy" or config["dataset"]["source"] == "synthetic"
                 else None
             ),
-            "stats": layer_stats_dir() if uses_stats else None,
+            "stats": layer_stats_dir() if uses_stats() else None,
         },
         "config_sha256": provenance.digest(config, 64),
         "config": config,

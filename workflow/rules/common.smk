@@ -185,15 +185,16 @@ def study_problems():
         record.get("identity"), STUDY_IDENTITY, RESULTS, CONFIG_ORIGIN
     )
     files, directory = record.get("model_files"), model_dir()
-    config_json = Path(str(directory), "config.json")
+    if problems or not files or directory is None:
+        return problems
     # A model this workflow builds and has rebuilt since (config.json newer than the report) is
     # the workflow's own change: the model jobs rerun anyway.
-    rebuilt = (
-        bool(model_input())
+    config_json = Path(directory, "config.json")
+    if (
+        model_input()
         and config_json.is_file()
         and (config_json.stat().st_mtime > Path(RESULTS, "validation.json").stat().st_mtime)
-    )
-    if problems or not files or directory is None or rebuilt:
+    ):
         return problems
     changed = provenance.changed_files(files, directory)
     if changed:

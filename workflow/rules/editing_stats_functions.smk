@@ -2,6 +2,11 @@
 # so that `snakemake --lint` is clean (no rules and functions in one file).
 
 
+def uses_stats():
+    """Whether a run method reads second-moment statistics (ROME, MEMIT, r-ROME)."""
+    return any(get_method(m).needs_stats for m in config["editing"]["run_methods"])
+
+
 def stats_corpus():
     """The text corpus of the statistics: the configured file, a corpus sampled from the model,
     the fact world's corpus for the toy, or none (a real model reading every layer from ROME's
@@ -16,15 +21,14 @@ def stats_corpus():
         return SAMPLED_CORPUS
     if corpus is not None:
         return corpus
-    uses_stats = any(get_method(m).needs_stats for m in config["editing"]["run_methods"])
-    if uses_stats and config["model"]["source"] != "toy" and EDIT_STATS["rome_npz_dir"] is None:
+    if uses_stats() and config["model"]["source"] != "toy" and EDIT_STATS["rome_npz_dir"] is None:
         raise WorkflowError(
             "editing.stats: set corpus (a text file, one document per line) or rome_npz_dir "
             "(ROME's published statistics) for ROME/MEMIT on a real model"
         )
     if config["model"]["source"] != "toy":
         npz_dir = EDIT_STATS["rome_npz_dir"]
-        if uses_stats and not Path(npz_dir).is_dir():
+        if uses_stats() and not Path(npz_dir).is_dir():
             raise WorkflowError(
                 f"editing.stats.rome_npz_dir: {npz_dir!r} is not a directory; a real model's "
                 "statistics come from it (every layer) or from editing.stats.corpus"
@@ -57,7 +61,7 @@ def stats_problems():
     """Statistics made for another model must not be read as this one's: a manifest in the
     keyed directory or in editing.stats.rome_npz_dir (one of this workflow's directories, given
     to another study) that records another model is refused before anything runs."""
-    if not any(get_method(m).needs_stats for m in config["editing"]["run_methods"]):
+    if not uses_stats():
         return []
     problems = []
     planned = stats_identity()

@@ -22,6 +22,12 @@ KIND_CMAPS = {k.name: k.cmap for k in TRACE_KINDS.values()}
 
 
 
+def _is_estimate(kind: str) -> bool:
+    """Whether a tracing kind estimates another's effect (attribution patching) rather than
+    measuring it."""
+    return kind in TRACE_KINDS and TRACE_KINDS[kind].estimates is not None
+
+
 def plot_trace_heatmaps(
     grid: pd.DataFrame, facts: pd.DataFrame, case_ids: Sequence[int], target_col: str = "target"
 ):
@@ -44,7 +50,7 @@ def plot_trace_heatmaps(
         fact = trace[trace["case_id"] == cid]
         # One colour scale per fact for the exact restorations, so its panels compare by eye;
         # attribution patching's first-order estimates (which can leave [0, 1]) keep their own.
-        exact = fact[[TRACE_KINDS[k].estimates is None if k in TRACE_KINDS else True for k in fact["kind"]]]
+        exact = fact[[not _is_estimate(k) for k in fact["kind"]]]
         scale = (exact["p_restored"].min(), exact["p_restored"].max()) if len(exact) else (None, None)
         for j, (kind, window) in enumerate(runs):
             ax = axes[i][j]
@@ -57,7 +63,7 @@ def plot_trace_heatmaps(
                 repr(toks.loc[t, "token"])[1:-1] + ("*" if toks.loc[t, "is_subject"] else "")
                 for t in mat.index
             ]
-            estimate = kind in TRACE_KINDS and TRACE_KINDS[kind].estimates is not None
+            estimate = _is_estimate(kind)
             vmin, vmax = (None, None) if estimate else scale
             target = f"p({f.loc[cid, target_col]})"
             sns.heatmap(
