@@ -19,6 +19,7 @@ from locedit.editing import engine
 from locedit.editing.types import EditRequest
 from locedit.io import read_json
 from locedit.modeling import load_model
+from locedit.registry.methods import ROME
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     templates = read_json(args.results / "editing" / "context_templates.json")
-    templates = (templates["rome"] if isinstance(templates, dict) else templates)[: args.templates]
+    templates = (templates[ROME.templates] if isinstance(templates, dict) else templates)[: args.templates]
     records = read_json(args.results / "records.json")[: args.facts]
     for dtype in ("float32", "float16", "bfloat16"):
         model, tok = load_model(args.model, dtype=dtype, device="cpu")

@@ -8,11 +8,12 @@ analysis summary::
 
     python benchmarks/run_summary.py                          # the run in this directory
     python benchmarks/run_summary.py --root /path/to/clone
-    python benchmarks/run_summary.py --root CLONE --write-readme README.md
+    python benchmarks/run_summary.py --root CLONE --write README.md docs/*.md
 
-``--write-readme`` replaces every block between ``<!-- run_summary:NAME -->`` and
-``<!-- /run_summary:NAME -->`` in the README with the same numbers, so the README's result
-tables all come from one run (wall time from the run's Snakemake log).
+``--write`` replaces every block between ``<!-- run_summary:NAME -->`` and
+``<!-- /run_summary:NAME -->`` in the given Markdown files (the README and the documentation
+pages) with the same numbers, so their result tables all come from one run (wall time from the
+run's Snakemake log). A block may appear in several files; a block that no file has is named.
 """
 
 from __future__ import annotations
@@ -211,8 +212,8 @@ def tracing_blocks(res: Path) -> dict[str, str]:
     return out
 
 
-def write_readme(path: Path, new: dict[str, str]) -> list[str]:
-    """Replace the README's marked blocks; returns the names replaced."""
+def write_blocks(path: Path, new: dict[str, str]) -> list[str]:
+    """Replace the marked blocks of one Markdown file; returns the names replaced."""
     text, done = path.read_text(), []
     for name, body in new.items():
         pattern = re.compile(rf"(<!-- run_summary:{name} -->)(.*?)(<!-- /run_summary:{name} -->)", re.DOTALL)
@@ -229,7 +230,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path("."))
     ap.add_argument("--results", default="results/toy/synthetic")
-    ap.add_argument("--write-readme", type=Path, default=None, help="README whose run_summary blocks to rewrite")
+    ap.add_argument("--write", type=Path, nargs="+", default=None, help="Markdown files whose run_summary blocks to rewrite")
     ap.add_argument("--prefix", default="", help="block name prefix (real_ for the real-model run's blocks)")
     ap.add_argument("--config", type=Path, nargs="+", default=None,
                     help="the run's config files (default: ROOT/config.yaml)")
@@ -237,8 +238,14 @@ def main() -> None:
     args = ap.parse_args()
     res = args.root / args.results
     new = {args.prefix + k: v for k, v in blocks(args.root, res, args.config).items() if args.only is None or k in args.only}
-    if args.write_readme is not None:
-        print("rewrote blocks:", ", ".join(write_readme(args.write_readme, new)))
+    if args.write is not None:
+        done: set[str] = set()
+        for path in args.write:
+            names = write_blocks(path, new)
+            done.update(names)
+            print(f"{path}: rewrote", ", ".join(names) or "nothing")
+        if missing := sorted(set(new) - done):
+            print("blocks no file has:", ", ".join(missing))
         return
     print("## seconds per rule (summed over jobs)\n")
     print(rule_seconds(args.root).round(1).to_markdown())
