@@ -96,3 +96,86 @@ def reference_trace(model, tokenizer, prompt, subject, target, *, kind, width, n
         for centre in range(n_layers) if centres is None else centres:
             restored[token, centre] = float(prob(window(centre, width, n_layers), token)[1:].mean())
     return p_clean, p_noised, restored, (s0, s1)
+
+
+@torch.no_grad()
+def reference_patch(model, tokenizer, prompt, subject, target, *, kind, width, direction, metric,
+                    noise_std=0.0, samples=1, config_seed=0, case_id=0, partner=None, contrast=None):
+    """Activation patching of one fact with the settings beyond the paper, one full forward pass
+    per (token, centre layer): ``(clean value, corrupted value, grid [n_prompt_tokens, n_layers])``.
+
+    The batch holds ``n`` clean rows and ``n`` corrupted rows (``n`` = samples, 1 for a partner
+    subject): the corrupted rows add Gaussian noise to the subject's embeddings, or, with
+    ``partner``, *read the partner's tokens* (its ids in the prompt, which must differ only in the
+    subject's span). Denoising copies clean states into the corrupted rows, noising corrupted
+    states into the clean rows; the patched half is read. ``metric``: ``prob`` (mean of p),
+    ``logprob`` (mean of log p) or ``logit_diff`` (first target token's logit minus
+    ``contrast``'s first token's, or minus the corrupted run's most likely other token's).
+    """
+    ids, s0, s1 = subject_tokens(tokenizer, prompt, subject)
+    text = prompt.replace("{}", subject, 1)
+    t_ids = target_tokens(tokenizer, text, target)
+    body = model.transformer if hasattr(model, "transformer") else model.model
+    blocks = body.h if hasattr(body, "h") else body.layers
+    embed = body.wte if hasattr(body, "wte") else body.embed_tokens
+    n_layers, d = len(blocks), embed.weight.shape[1]
+    if partner is None:
+        gen = torch.Generator().manual_seed(config_seed * 1000003 + case_id)
+        noise = torch.randn(samples, s1 - s0, d, generator=gen) * noise_std
+        n, bad = samples, ids
+    else:
+        n, noise = 1, None
+        bad = tokenizer(prompt.replace("{}", partner, 1))["input_ids"]
+        assert len(bad) == len(ids) and bad[:s0] == ids[:s0] and bad[s1:] == ids[s1:]
+    batch = torch.tensor([ids + t_ids[:-1]] * n + [bad + t_ids[:-1]] * n)
+    dst = slice(n, 2 * n) if direction == "denoise" else slice(0, n)
+    src = slice(0, n) if direction == "denoise" else slice(n, 2 * n)
+
+    def add_noise(module, args, out):
+        out = out.clone()
+        out[n:, s0:s1] += noise
+        return out
+
+    def module(layer):
+        attn = blocks[layer].attn if hasattr(blocks[layer], "attn") else blocks[layer].self_attn
+        return {"mlp": blocks[layer].mlp, "attn": attn, "hidden": blocks[layer]}[kind]
+
+    def patch_at(token):
+        def hook(mod, args, out):
+            h = out[0] if isinstance(out, tuple) else out
+            h[dst, token] = h[src, token]
+            return out
+
+        return hook
+
+    def run(layers=(), token=None):
+        handles = [embed.register_forward_hook(add_noise)] if noise is not None else []
+        handles += [module(j).register_forward_hook(patch_at(token)) for j in layers]
+        try:
+            logits = model(input_ids=batch, use_cache=False).logits.double()
+        finally:
+            for h in handles:
+                h.remove()
+        return torch.log_softmax(logits, -1)
+
+    base = run()
+    first = t_ids[0]
+    if metric == "logit_diff":
+        other = target_tokens(tokenizer, text, contrast)[0] if contrast is not None else None
+        if other is None or other == first:
+            probs = base[n:, len(ids) - 1].exp().mean(0)
+            probs[first] = -1
+            other = int(probs.argmax())
+
+    def value(logp, rows):
+        if metric == "logit_diff":
+            return float((logp[rows, len(ids) - 1, first] - logp[rows, len(ids) - 1, other]).mean())
+        lp = sum(logp[rows, len(ids) - 1 + k, t] for k, t in enumerate(t_ids))
+        return float(lp.exp().mean() if metric == "prob" else lp.mean())
+
+    clean, corrupt = value(base, slice(0, n)), value(base, slice(n, 2 * n))
+    grid = np.full((len(ids), n_layers), corrupt if direction == "denoise" else clean)
+    for token in range(s0, len(ids)):
+        for centre in range(n_layers):
+            grid[token, centre] = value(run(window(centre, width, n_layers), token), dst)
+    return clean, corrupt, grid

@@ -100,11 +100,33 @@ def test_failed_and_flat_facts_keep_rows_with_reason():
     failed = eff[eff.case_id == 9]
     assert len(failed) == 4 and set(failed.status) == {"subject_not_found"}
     assert failed[["effect_frac_max", "effect_abs_last"]].isna().all().all()
-    facts.loc[facts.case_id == 7, "p_noised"] = 0.5  # noise has no effect
+    grid.loc[grid.kind == "mlp", "score_corrupt"] = 0.5  # the run's noise has no effect
     eff = layer_effects(grid, facts, RUNS)
     assert set(eff[(eff.case_id == 7) & (eff.kind == "mlp")].status) == {"no_noise_effect"}
     assert eff[(eff.case_id == 7) & (eff.kind == "mlp")].effect_frac_max.isna().all()
     assert set(eff[(eff.case_id == 7) & (eff.kind == "zero")].status) == {"ok"}
+
+
+def test_noising_and_other_metrics_are_normalised_by_their_own_run():
+    """Noising measures the share of the corruption's effect that corrupting one site brings
+    about, (m - r) / (m - m*); every kind is normalised by its own run's clean and corrupted
+    values, in its own metric, and a fact without an STR partner says so."""
+    grid, facts = _fixture()
+    # noising, log-probabilities: clean -0.5, corrupted -2.5; patched runs fall in between
+    noised = TraceResult("mlp_noising_logprob", 3, -0.5, -2.5,
+                         np.array([[-0.5, -0.5], [-1.0, -2.0], [-0.5, -0.7]]), (1, 2), ["a", "b", "c"], 0.2, 10, 0)
+    grid = pd.concat([grid, grid_frame(7, noised)], ignore_index=True)
+    runs = RUNS + [{"kind": "mlp_noising_logprob", "window": 3}, {"kind": "mlp_str", "window": 3}]
+    eff = layer_effects(grid, facts, runs)
+    r0, r1 = _row(eff, 7, "mlp_noising_logprob", 0), _row(eff, 7, "mlp_noising_logprob", 1)
+    assert r0.effect_abs_max == pytest.approx(0.5) and r0.effect_frac_max == pytest.approx(0.5 / 2.0)
+    assert r1.effect_abs_max == pytest.approx(1.5) and r1.effect_frac_last == pytest.approx(1.5 / 2.0)
+    assert (r0.p_clean, r0.p_noised) == (-0.5, -2.5)  # the run's own endpoints
+    assert _row(eff, 7, "mlp", 0).p_noised == pytest.approx(0.1)  # the paper's run keeps its own
+    assert set(eff[(eff.case_id == 7) & (eff.kind == "mlp_str")].status) == {"no_partner"}
+    authors = layer_effects(grid, facts, runs, definition="authors_code")
+    # noising divides by |m - min(m*, min r)| = |-0.5 - (-2.5)|
+    assert _row(authors, 7, "mlp_noising_logprob", 1).effect_frac_max == pytest.approx(1.5 / 2.0)
 
 
 def test_bad_definition_names_the_key():

@@ -70,6 +70,26 @@ def test_bad_record_file_is_named_and_costs_nothing(finished):
     assert results_digest(finished) == before
 
 
+def test_token_replacement_without_a_second_subject_is_named(finished):
+    """Symmetric token replacement needs another subject of the dataset: a file with one
+    subject is refused by validation, naming the runs, before any model job."""
+    before = results_digest(finished)
+    records = json.loads((world_dir(finished) / "records.json").read_text())[:3]
+    for r in records:
+        r["requested_rewrite"]["subject"] = records[0]["requested_rewrite"]["subject"]
+    one = finished / "one_subject.json"
+    one.write_text(json.dumps(records))
+    cfg = study_config()
+    cfg["dataset"].update(name="one", source="path", path=str(one))
+    cfg["tracing"]["runs"] = [*cfg["tracing"]["runs"], {"kind": "mlp_str", "window": 1}]
+    proc = run(finished, "--cores", "2", *TARGETS, configfile=write_config(finished, cfg), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "tracing.runs: mlp_str replace each fact's subject by another subject of the dataset" in out
+    assert started_rules(out) == {"validate_inputs"}, started_rules(out)
+    assert results_digest(finished) == before
+
+
 def test_config_mistakes_stop_at_planning(finished):
     before = results_digest(finished)
     cfg = study_config()

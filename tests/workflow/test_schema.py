@@ -17,7 +17,7 @@ from tests.workflow.runs import run
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 CONFIGS = [
     "config.yaml", ".test/config.yaml", "config/paper_gptj.yaml", "config/paper_gpt2xl.yaml",
-    "config/probes.yaml",
+    "config/probes.yaml", "config/localizers.yaml", "config/smollm2.yaml",
 ]  # fmt: skip
 
 

@@ -29,7 +29,7 @@ from locedit.registry.rules import (
     UNLOCKING_RULES,
     edit_priority,
 )
-from locedit.registry.kinds import estimate_pairs
+from locedit.registry.kinds import estimate_pairs, replaced_kinds
 from locedit.registry.variants import VARIANTS
 from locedit.editing.hparams import merge_variant
 from locedit.validation import (

@@ -118,6 +118,8 @@ rule validate_inputs:
         model_revision=config["model"]["revision"],
         # The known-fact filter's generated tokens must fit the context after every prompt.
         generate=config["filter"]["max_new_tokens"],
+        # Symmetric token replacement needs a second subject in the dataset.
+        str_kinds=replaced_kinds(config["tracing"]["runs"]),
         identity=STUDY_IDENTITY,
         model_dir=lambda wildcards: model_dir(),
         code=code_hash("workflow/scripts/validate_inputs.py"),

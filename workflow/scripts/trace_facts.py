@@ -25,7 +25,8 @@ def main(snakemake) -> None:
     log = setup_logging(snakemake)
     p = snakemake.params
     start, stop = p.positions
-    records = read_json(snakemake.input.records)[start:stop]
+    everything = read_json(snakemake.input.records)
+    records = everything[start:stop]
     known = pd.read_parquet(snakemake.input.facts, columns=["case_id", "is_correct"])
     correct = set(known.loc[known["is_correct"].astype(bool), "case_id"].astype(int))
     facts = [flat_fact(r) for r in records]
@@ -57,6 +58,7 @@ def main(snakemake) -> None:
             o_noise_max_tokens=p.o_noise_max_tokens,
             progress=tqdm(facts, file=stream, desc="trace", mininterval=5),
             cache_dir=p.cache,
+            pool=[flat_fact(r) for r in everything],  # where STR runs find partner subjects
             fingerprint=job_fingerprint(
                 {k: getattr(p, k) for k in FINGERPRINT_PARAMS}, snakemake.input
             ),

@@ -39,6 +39,10 @@ def main(snakemake) -> None:
         records = load_records(raw, p.fmt, seed=p.seed, limit=p.limit)
         limits = None if tok is None else LengthLimits(n_ctx=shape.n_ctx, generate=p.generate)
         validate_records(records, tok, limits, source=f"{raw} (dataset.path / dataset.source)")
+        subjects = {r["requested_rewrite"]["subject"] for r in records}
+        if p.str_kinds and len(subjects) < 2:
+            problems.append(f"tracing.runs: {', '.join(p.str_kinds)} replace each fact's subject by another "
+                            f"subject of the dataset, which has only {sorted(subjects)}")
     except RecordError as err:
         problems.append(str(err))
     if problems:

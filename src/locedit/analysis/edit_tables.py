@@ -7,6 +7,8 @@ from __future__ import annotations
 import pandas as pd
 
 from locedit.analysis import METHOD_LABELS, METHODS, VARIANT_LABELS, VARIANTS
+from locedit.analysis.join import LOCALIZER_KINDS
+from locedit.registry.kinds import TRACE_KINDS
 
 
 def paper_order(df: pd.DataFrame) -> pd.DataFrame:
@@ -59,8 +61,12 @@ def collapse_table(edits: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-#: Localisation features compared in :func:`localizer_table`: (column, label).
-LOCALIZERS = [("trace_effect", "Tracing"), ("zero_effect", "Zeroing"), ("atp_effect", "AtP")]
+#: Localisation features compared in :func:`localizer_table`: (column, label), the paper's
+#: tracing first, then every other localizer of the registry (short names for the two best known).
+_SHORT = {"zero": "Zeroing", "atp": "AtP"}
+LOCALIZERS = [("trace_effect", "Tracing")] + [
+    (f"{k}_effect", _SHORT.get(k, TRACE_KINDS[k].label)) for k in LOCALIZER_KINDS
+]
 
 
 def localizer_table(main: pd.DataFrame, features: pd.DataFrame, metric: str = "rewrite") -> pd.DataFrame:

@@ -24,6 +24,10 @@ TRACE_VALUE_COLUMNS = ["effect_frac_max", "effect_frac_last", "effect_abs_max", 
 #: Tracing kinds that estimate a restoration (attribution patching): each becomes the
 #: ``{kind}_effect`` / ``{kind}_effect_last`` features of the joined table.
 ESTIMATE_KINDS = [k.name for k in TRACE_KINDS.values() if k.estimates is not None]
+#: Every localizer regressed beside the paper's tracing (zeroing, attribution patching, and the
+#: restorations with other corruption, direction or metric): ``{kind}_effect`` features. Zeroing's
+#: and the estimates' columns are always present (NaN when not traced), the others when traced.
+LOCALIZER_KINDS = [k.name for k in TRACE_KINDS.values() if k.alternative]
 
 def _check_columns(df: pd.DataFrame, needed: list[str], name: str) -> None:
     missing = [c for c in needed if c not in df.columns]
@@ -166,8 +170,8 @@ def build_edit_vs_trace(
                 columns={"effect_frac_max": f"trace_effect_w{w}"}
             )
         )
-    # Zeroing and attribution patching: their effects at `window`, else their first traced window.
-    for name in ["zero", *ESTIMATE_KINDS]:
+    # The other localizers: their effects at `window`, else their first traced window.
+    for name in LOCALIZER_KINDS:
         rows = tracing[tracing["kind"] == name]
         if len(rows):
             traced = sorted(rows["window"].unique())

@@ -19,7 +19,7 @@ import re
 import pandas as pd
 
 from locedit.analysis import METRICS
-from locedit.analysis.join import ESTIMATE_KINDS
+from locedit.analysis.join import ESTIMATE_KINDS, LOCALIZER_KINDS
 from locedit.analysis.regression import GROUP_KEYS, cell_frame, fit_all, layer_correlations
 from locedit.analysis.robust import ROBUST_COLUMNS, RobustSettings, robust_cell
 from locedit.seeds import cell_seed
@@ -27,10 +27,9 @@ from locedit.seeds import cell_seed
 log = logging.getLogger(__name__)
 
 # Alternative localisation features regressed like trace_effect (Figs 14, 16, 21), and beyond
-# the paper each attribution-patching estimate of the tracing effect.
-ALT_FEATURES = ["trace_effect_last", "trace_effect_abs_last", "zero_effect"] + [
-    f"{k}_effect" for k in ESTIMATE_KINDS
-]
+# the paper each other localizer: attribution patching's estimates, and tracing with other
+# corruption, direction or metric (the run's traced ones; locedit.registry.kinds).
+ALT_FEATURES = ["trace_effect_last", "trace_effect_abs_last"] + [f"{k}_effect" for k in LOCALIZER_KINDS]
 CORR_FEATURES = [
     "trace_effect",
     "trace_effect_last",

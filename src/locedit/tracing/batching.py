@@ -162,6 +162,7 @@ def replay_patches(
     read_positions: list[int],
     target_ids: list[int],
     row_budget: int = 512,
+    score: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """Target log-probabilities of each patched run, replaying blocks from each patch's start.
 
@@ -169,15 +170,19 @@ def replay_patches(
         patches: the runs; see :class:`Patch`.
         starts: per group, the pass whose block inputs and key/value cache runs start from.
         component: ``block``, ``mlp`` or ``attn``: whose output is patched.
-        source: per layer, the value written ``[1, pos, d_model]`` (clean outputs); ``None``
-            writes zeros (representation zeroing).
+        source: per layer, the value written ``[n, pos, d_model]``: one row for every replayed
+            row (the clean outputs when denoising), or one per row of the start pass, repeated
+            over the patches (the noised outputs when noising); ``None`` writes zeros
+            (representation zeroing).
         suffix_args: offset -> recorded block arguments (:func:`record_suffix_args`).
         read_positions: positions whose logits predict the target tokens (all ``>= offset``).
         target_ids: the target token ids (same length as ``read_positions``).
         row_budget: maximum rows per replay batch (rows = patches x rows of their group).
+        score: ``[rows, n_target, vocab]`` log-probabilities at the read positions -> ``[rows]``;
+            by default log p(target) (the target tokens' log-probabilities summed).
 
     Returns:
-        One tensor ``[rows_g]`` of log p(target) per patch, in the order of ``patches``.
+        One tensor ``[rows_g]`` of scores per patch, in the order of ``patches``.
     """
     L = n_layers(model)
     rows_of = [starts[p.group].block_in[0].shape[0] for p in patches]
@@ -193,6 +198,9 @@ def replay_patches(
                 value = h.new_zeros(())
             else:
                 value = source[layer][:, state["offset"] :].to(h.dtype)
+                if 1 < value.shape[0] != h.shape[0]:
+                    # a row per start-pass row: every patch's rows are that pass's, in order
+                    value = value.repeat(h.shape[0] // value.shape[0], 1, 1)
             return _retuple(output, torch.where(mask, value, h))
 
         return fn
@@ -260,8 +268,11 @@ def replay_patches(
             hr = h[:, reads]  # [rows, n_target, d_model]
             logits = lm_head(final_norm(hr))
             logp = torch.log_softmax(logits.float(), dim=-1)
-            idx = tgt.to(logp.device).view(1, -1, 1).expand(logp.shape[0], -1, 1)
-            lp = logp.gather(-1, idx).squeeze(-1).sum(-1).cpu()  # [rows]
+            if score is None:
+                idx = tgt.to(logp.device).view(1, -1, 1).expand(logp.shape[0], -1, 1)
+                lp = logp.gather(-1, idx).squeeze(-1).sum(-1).cpu()  # [rows]
+            else:
+                lp = score(logp).cpu()
             r0 = 0
             for i in dict.fromkeys(rows):  # rows of one patch are contiguous
                 results[i] = lp[r0 : r0 + rows_of[i]]

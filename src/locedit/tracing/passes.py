@@ -75,6 +75,20 @@ class PassCache:
     values: list[torch.Tensor] = field(default_factory=list)
     logits: torch.Tensor | None = None
 
+    def expand(self, n: int) -> PassCache:
+        """A cache of one row seen as ``n`` identical rows (views, no copy): the clean run as
+        the start of a noising replay with one row per noise sample."""
+        if self.block_in[0].shape[0] != 1:
+            raise ValueError(f"only a one-row pass can be expanded, this one has {self.block_in[0].shape[0]}")
+        ex = lambda x: x.expand(n, *x.shape[1:])  # noqa: E731
+        return PassCache(
+            block_in=[ex(x) for x in self.block_in],
+            outputs={c: [ex(x) for x in xs] for c, xs in self.outputs.items()},
+            keys=[ex(x) for x in self.keys],
+            values=[ex(x) for x in self.values],
+            logits=None if self.logits is None else ex(self.logits),
+        )
+
     def rows(self, sl: slice) -> PassCache:
         """The cache of rows ``sl`` of the batch (views, no copy)."""
         return PassCache(

@@ -16,10 +16,20 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from locedit.registry.kinds import TRACE_KINDS
+from locedit.tracing.grids import with_endpoints
 
 KIND_TITLES = {k.name: k.label for k in TRACE_KINDS.values()}
 KIND_CMAPS = {k.name: k.cmap for k in TRACE_KINDS.values()}
 
+
+
+#: Colour-bar labels per metric (``{}``: the target).
+_METRIC_LABELS = {"prob": "p({})", "logprob": "log p({})", "logit_diff": "logit({}) − logit(other)"}
+
+
+def _spec(kind: str):
+    """The registry entry of ``kind`` (a kind it does not know reads as the paper's)."""
+    return TRACE_KINDS.get(kind, TRACE_KINDS["mlp"])
 
 
 def _is_estimate(kind: str) -> bool:
@@ -40,7 +50,7 @@ def plot_trace_heatmaps(
     Returns:
         The matplotlib figure.
     """
-    trace = grid[grid["kind"] != "zero"]
+    trace = with_endpoints(grid[grid["kind"] != "zero"], facts)
     runs = trace[["kind", "window"]].drop_duplicates().sort_values(["kind", "window"])
     runs = list(runs.itertuples(index=False, name=None))
     n_rows, n_cols = max(1, len(case_ids)), max(1, len(runs))
@@ -48,10 +58,13 @@ def plot_trace_heatmaps(
     f = facts.set_index("case_id")
     for i, cid in enumerate(case_ids):
         fact = trace[trace["case_id"] == cid]
-        # One colour scale per fact for the exact restorations, so its panels compare by eye;
-        # attribution patching's first-order estimates (which can leave [0, 1]) keep their own.
+        # One colour scale per fact and metric for the exact restorations, so its panels compare
+        # by eye; attribution patching's first-order estimates (which can leave [0, 1]) keep theirs.
         exact = fact[[not _is_estimate(k) for k in fact["kind"]]]
-        scale = (exact["p_restored"].min(), exact["p_restored"].max()) if len(exact) else (None, None)
+        scales = {
+            metric: (rows["p_restored"].min(), rows["p_restored"].max())
+            for metric, rows in exact.groupby(exact["kind"].map(lambda k: _spec(k).metric))
+        }
         for j, (kind, window) in enumerate(runs):
             ax = axes[i][j]
             cells = trace[
@@ -63,9 +76,12 @@ def plot_trace_heatmaps(
                 repr(toks.loc[t, "token"])[1:-1] + ("*" if toks.loc[t, "is_subject"] else "")
                 for t in mat.index
             ]
-            estimate = _is_estimate(kind)
-            vmin, vmax = (None, None) if estimate else scale
-            target = f"p({f.loc[cid, target_col]})"
+            if cells.empty:  # e.g. no partner subject for this fact's STR runs
+                ax.set_axis_off()
+                continue
+            estimate, metric = _is_estimate(kind), _spec(kind).metric
+            vmin, vmax = (None, None) if estimate else scales.get(metric, (None, None))
+            target = _METRIC_LABELS[metric].format(f.loc[cid, target_col])
             sns.heatmap(
                 mat.to_numpy(),
                 ax=ax,
@@ -79,9 +95,10 @@ def plot_trace_heatmaps(
             ax.set_xlabel(f"Center of {window} restored layers" if window > 1 else "Layer")
             ax.set_ylabel("")
             ax.tick_params(axis="y", rotation=0)
+            clean, corrupt = cells["score_clean"].iloc[0], cells["score_corrupt"].iloc[0]
             ax.set_title(
                 f"{KIND_TITLES.get(kind, kind)} tracing (window {window})\n"
-                f"Orig p: {f.loc[cid, 'p_clean']:.3g}, noised p: {f.loc[cid, 'p_noised']:.3g}",
+                f"clean: {clean:.3g}, corrupted: {corrupt:.3g}",
                 fontsize=9,
             )
     if not case_ids or not runs:
@@ -148,13 +165,16 @@ def token_groups(grid: pd.DataFrame, facts: pd.DataFrame) -> pd.Series:
 
 
 def average_effects(grid: pd.DataFrame, facts: pd.DataFrame) -> pd.DataFrame:
-    """Mean indirect effect ``p_restored - p_noised`` per (kind, window, token group, layer)
-    over traced facts (``status == "ok"``), and the number of facts in each group."""
+    """Mean indirect effect per (kind, window, token group, layer) over traced facts
+    (``status == "ok"``), and the number of facts in each group: ``p_restored - p_noised``
+    for the paper's kinds; in general the absolute effect of :mod:`locedit.tracing.tables`
+    (``r - m*`` denoising, ``m - r`` noising, in the kind's metric)."""
     ok = facts[facts["status"] == "ok"]
-    g = grid[(grid["kind"] != "zero") & grid["case_id"].isin(ok["case_id"])].copy()
+    g = with_endpoints(grid[(grid["kind"] != "zero") & grid["case_id"].isin(ok["case_id"])], facts).copy()
     g["group"] = token_groups(g, ok)
     g = g[g["group"] != ""]
-    g["effect"] = g["p_restored"] - g["case_id"].map(ok.set_index("case_id")["p_noised"])
+    noising = g["kind"].map(lambda k: _spec(k).direction == "noise").to_numpy(dtype=bool)
+    g["effect"] = np.where(noising, g["score_clean"] - g["p_restored"], g["p_restored"] - g["score_corrupt"])
     # one value per (fact, group, layer) first (middle/further groups hold several tokens)
     per_fact = g.groupby(["kind", "window", "group", "layer", "case_id"])["effect"].mean()
     out = per_fact.groupby(["kind", "window", "group", "layer"]).agg(["mean", "count"])
@@ -175,7 +195,7 @@ def plot_trace_average(grid: pd.DataFrame, facts: pd.DataFrame):
         mat = mat.reindex([g for g in TOKEN_GROUPS if g in mat.index])
         n = int(cells["n_facts"].max())
         sns.heatmap(mat.to_numpy(), ax=ax, cmap=KIND_CMAPS.get(kind, "Greens"), vmin=0,
-                    cbar_kws={"label": "mean p_restored − p_noised", "format": "%.2g"},
+                    cbar_kws={"label": "mean indirect effect", "format": "%.2g"},
                     xticklabels=[str(c + 1) for c in mat.columns], yticklabels=list(mat.index))
         ax.set_xlabel(f"Center of {window} restored layers" if window > 1 else "Layer")
         ax.set_ylabel("")

@@ -3,11 +3,17 @@
 Tables (all long format, one row per observation):
 
 * **grid** — ``case_id, kind, window, token_index, token, is_subject, is_last_subject, layer,
-  p_restored``: the restored probability of each (token, centre layer) cell. For ``kind ==
-  "zero"`` there is one row per layer with ``token_index = -1`` (all subject tokens are zeroed
-  together), and ``p_restored`` holds the probability *after zeroing*.
+  p_restored, score_clean, score_corrupt``: the restored probability of each (token, centre
+  layer) cell, and the run's clean and corrupted values. For ``kind == "zero"`` there is one row
+  per layer with ``token_index = -1`` (all subject tokens are zeroed together), and
+  ``p_restored`` holds the probability *after zeroing*. For a kind with other settings
+  (:mod:`locedit.registry.kinds`) ``p_restored`` holds the patched run's value of its metric
+  (a probability, a log-probability or a logit difference), and ``score_clean`` /
+  ``score_corrupt`` its clean and corrupted runs' (under symmetric token replacement the
+  corrupted run is the partner subject's).
 * **facts** — one row per attempted fact: ``case_id, status, p_clean, p_noised, noise_std,
-  n_layers, subject_start, subject_end, n_prompt_tokens, target, o_noise, o_noise_equals_true``.
+  n_layers, subject_start, subject_end, n_prompt_tokens, target, o_noise, o_noise_equals_true,
+  str_partner`` (the case_id whose subject replaced this one's, when a run used STR).
   ``status`` is ``ok`` or the reason the fact could not be traced (``subject_not_found``).
 * **effects** (``tracing.parquet``) — ``case_id, kind, window, layer, effect_frac_max,
   effect_frac_last, effect_abs_max, effect_abs_last, p_clean, p_noised, noise_std, status``.
@@ -23,10 +29,19 @@ Effect definitions (paper-spec §3.7-3.8, §4, §15.9), per fact and centre laye
 * ``kind == "zero"``: ``effect_abs = p - p_zeroed(ℓ)``; both ``effect_frac`` columns =
   ``effect_abs / p`` (fraction of the clean probability removed; ``authors_code`` clips it to
   [0, 1]).
+* every restoration kind, in its own metric ``m`` with clean value ``m`` = score_clean and
+  corrupted ``m*`` = score_corrupt (``p`` and ``p*`` for the paper's kinds): denoising,
+  ``effect_abs = r - m*`` and ``effect_frac = (r - m*) / (m - m*)``, the share of the
+  corruption's effect that restoring the site undoes; noising, ``effect_abs = m - r`` and
+  ``effect_frac = (m - r) / (m - m*)``, the share that corrupting the site alone brings about.
+  ``authors_code`` clips at 0 and divides by ``|max(m, max r) - m*|`` (denoising) or
+  ``|m - min(m*, min r)|`` (noising). ``p_clean`` / ``p_noised`` of the table are the run's
+  ``m`` and ``m*``.
 
-A traced fact whose ``|p - p*| <= min_total_effect`` gets status ``no_noise_effect`` and NaN
-effects for the noise-based kinds (its zeroing effects are unaffected); a fact with ``p == 0``
-gets ``zero_clean_probability`` for kind ``zero``. Facts never traced (subject not found) keep
+A traced fact whose ``|m - m*| <= min_total_effect`` for a run gets status ``no_noise_effect``
+and NaN effects for that run (its zeroing effects are unaffected); a fact with ``p == 0``
+gets ``zero_clean_probability`` for kind ``zero``; a fact without a partner subject gets
+``no_partner`` for the STR kinds. Facts never traced (subject not found) keep
 their status and NaN effects for every run and layer. Nothing is dropped silently.
 """
 
@@ -38,11 +53,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from locedit.adapters import n_layers
+from locedit.adapters import module_for, n_layers
 from locedit.io import open_checkpoints, read_json, write_json, write_parquet
+from locedit.registry.kinds import TRACE_KINDS
+from locedit.tracing.corruption import str_partner
+from locedit.tracing.grids import with_endpoints
 from locedit.tracing.passes import SuffixArgsCache
 from locedit.tracing.trace import FactTracer, SubjectNotFoundError, TraceResult, ZeroResult
 from locedit.seeds import fact_seed
@@ -82,6 +101,8 @@ def grid_frame(case_id: int, res: TraceResult) -> pd.DataFrame:
             "is_last_subject": tok_idx == s1 - 1,
             "layer": np.tile(np.arange(L), T),
             "p_restored": res.restored.reshape(-1),
+            "score_clean": float(res.p_clean),
+            "score_corrupt": float(res.p_noised),
         }
     )
 
@@ -100,6 +121,8 @@ def zero_frame(case_id: int, res: ZeroResult) -> pd.DataFrame:
             "is_last_subject": False,
             "layer": np.arange(L),
             "p_restored": res.p_zeroed,
+            "score_clean": float(res.p_clean),
+            "score_corrupt": 0.0,  # what zeroing compares with: none of the clean probability
         }
     )
 
@@ -118,12 +141,15 @@ def trace_dataset(
     progress: Iterable | None = None,
     cache_dir: str | Path | None = None,
     fingerprint: str | None = None,
+    pool: Sequence[dict] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Trace every fact for every run; returns ``(grid, facts)`` tables (module docstring).
 
     Args:
-        facts: dicts with ``case_id, prompt, subject, target_true``.
-        runs: ``{"kind": "mlp"|"attn"|"hidden"|"zero", "window": int}`` items.
+        facts: flat facts (``case_id, prompt, subject, relation_id, target_true, target_new``).
+        runs: ``{"kind": <a registered kind>, "window": int}`` items.
+        pool: the dataset's flat facts, where a symmetric-token-replacement run finds each
+            fact's partner subject (:func:`locedit.tracing.corruption.str_partner`).
         seed: config seed; fact ``c`` uses noise seed :func:`locedit.seeds.fact_seed`.
         cache_dir: per-fact checkpoints (``case_{id}.parquet`` grid rows, then
             ``case_{id}.json`` facts row, which marks the fact done); a rerun resumes from them.
@@ -148,7 +174,7 @@ def trace_dataset(
                 grid = pd.read_parquet(cache / f"case_{cid}.parquet").astype(GRID_COLUMNS)
             reused += 1
         else:
-            row, grid = _trace_fact(model, tokenizer, fact, runs, o_noise_max_tokens, **kw)
+            row, grid = _trace_fact(model, tokenizer, fact, runs, o_noise_max_tokens, pool, **kw)
             if done is not None:
                 if grid is not None:
                     write_parquet(grid, cache / f"case_{cid}.parquet")
@@ -168,6 +194,7 @@ def _trace_fact(
     fact: dict,
     runs: Sequence[dict],
     o_noise_max_tokens: int,
+    pool: Sequence[dict] = (),
     *,
     noise_std: float,
     samples: int,
@@ -178,27 +205,34 @@ def _trace_fact(
     """``(facts row, grid rows of every run)`` of one fact; the grid is None if untraceable."""
     cid = int(fact["case_id"])
     row = {"case_id": cid, "target": fact["target_true"], "noise_std": float(noise_std)}
+    common = dict(row_budget=row_budget, arg_cache=arg_cache, contrast=fact.get("target_new"))
+    args = (model, tokenizer, fact["prompt"], fact["subject"], fact["target_true"])
     try:
-        tracer = FactTracer(
-            model,
-            tokenizer,
-            fact["prompt"],
-            fact["subject"],
-            fact["target_true"],
-            noise_std=noise_std,
-            samples=samples,
-            seed=fact_seed(seed, cid),
-            row_budget=row_budget,
-            arg_cache=arg_cache,
-        )
+        tracer = FactTracer(*args, noise_std=noise_std, samples=samples, seed=fact_seed(seed, cid), **common)
     except SubjectNotFoundError as err:
         logger.warning("case_id %d: subject not found, not traced (%s)", cid, err)
         return {**row, "status": "subject_not_found", "n_layers": n_layers(model)}, None
+    replaced = None  # the tracer of symmetric token replacement, built on first use
     grids = []
     for run in runs:
         kind, window = run["kind"], int(run["window"])
         if kind == "zero":
             grids.append(zero_frame(cid, tracer.zero(window)))
+        elif TRACE_KINDS[kind].corruption == "str":
+            if replaced is None:
+                found = str_partner(tokenizer, fact, pool, seed)
+                if found is None:
+                    logger.warning("case_id %d: no partner subject of the same token length with "
+                                   "another answer: not traced by symmetric token replacement", cid)
+                    replaced = False
+                else:
+                    partner, ids = found
+                    row["str_partner"] = int(partner["case_id"])
+                    with torch.no_grad():  # the partner's subject embeddings [n_subject, d_model]
+                        rows = module_for(model, "embed")(torch.tensor(ids, device=next(model.parameters()).device))
+                    replaced = FactTracer(*args, noise_std=0.0, samples=1, replacement=rows, **common)
+            if replaced:
+                grids.append(grid_frame(cid, replaced.trace(kind, window)))
         else:
             grids.append(grid_frame(cid, tracer.trace(kind, window)))
     o_noise = tracer.o_noise(o_noise_max_tokens)
@@ -231,6 +265,7 @@ FACT_COLUMNS = {
     "target": "object",
     "o_noise": "object",
     "o_noise_equals_true": "boolean",
+    "str_partner": "Int64",
 }
 
 
@@ -249,6 +284,8 @@ GRID_COLUMNS = {
     "is_last_subject": "bool",
     "layer": "int64",
     "p_restored": "float64",
+    "score_clean": "float64",
+    "score_corrupt": "float64",
 }
 
 
@@ -269,18 +306,23 @@ def layer_effects(
         raise ValueError(
             f"tracing.effect_definition must be one of {EFFECT_DEFINITIONS}, got {definition!r}"
         )
+    grid = with_endpoints(grid, facts)
     f = facts.set_index("case_id")
     g = grid.join(f[["p_clean", "p_noised"]], on="case_id")
     parts = []
     trace = g[g["kind"] != "zero"].copy()
     if len(trace):
-        trace["abs"] = trace["p_restored"] - trace["p_noised"]
+        clean, corrupt, r = trace["score_clean"], trace["score_corrupt"], trace["p_restored"]
+        noising = np.array([TRACE_KINDS[k].direction == "noise" for k in trace["kind"]], dtype=bool)
+        trace["abs"] = np.where(noising, clean - r, r - corrupt)
         if definition == "paper":
-            trace["frac"] = trace["abs"] / (trace["p_clean"] - trace["p_noised"])
+            trace["frac"] = trace["abs"] / (clean - corrupt)
         else:
             keys = ["case_id", "kind", "window"]
-            high = np.maximum(trace["p_clean"], trace.groupby(keys)["p_restored"].transform("max"))
-            trace["frac"] = (trace["abs"] / (high - trace["p_noised"]).abs()).clip(lower=0)
+            high = np.maximum(clean, trace.groupby(keys)["p_restored"].transform("max"))
+            low = np.minimum(corrupt, trace.groupby(keys)["p_restored"].transform("min"))
+            span = np.where(noising, clean - low, high - corrupt)
+            trace["frac"] = (trace["abs"] / np.abs(span)).clip(lower=0)
         parts.append(trace)
     zero = g[g["kind"] == "zero"].copy()
     if len(zero):
@@ -322,6 +364,13 @@ def layer_effects(
     eff = eff.astype({"case_id": "int64", "window": "int64", "layer": "int64"})
     out = out.merge(eff, on=keys, how="left")
     out = out.join(f[["p_clean", "p_noised", "noise_std", "status"]], on="case_id")
+    # a run's own clean and corrupted values (its metric; the partner's run under STR)
+    ends = grid[grid["kind"] != "zero"].groupby(["case_id", "kind", "window"])[["score_clean", "score_corrupt"]].first()
+    out = out.join(ends, on=["case_id", "kind", "window"])
+    own = out["score_clean"].notna()
+    out.loc[own, "p_clean"], out.loc[own, "p_noised"] = out.loc[own, "score_clean"], out.loc[own, "score_corrupt"]
+    replaced = np.array([TRACE_KINDS[k].corruption == "str" for k in out["kind"]], dtype=bool)
+    out.loc[(out["status"] == "ok") & replaced & ~own, "status"] = "no_partner"
     no_noise = (
         (out["status"] == "ok")
         & (out["kind"] != "zero")

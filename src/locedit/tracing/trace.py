@@ -21,6 +21,13 @@ Semantics (paper-spec §3-4), for a prompt template ``r`` with subject ``s`` and
   EOS, or ``max_new_tokens``) and o_noise is that word. If no word comes out (only punctuation or
   EOS), the most probable first token that decodes to a word is used. Deterministic.
 
+Beyond the paper, a registered kind may patch with other settings (:mod:`locedit.registry.kinds`):
+symmetric token replacement instead of noise (a :class:`FactTracer` built with ``replacement``,
+the partner subject's embeddings, one corrupted row), noising instead of denoising (the clean run
+replayed with the corrupted run's states patched in), and the log-probability or a logit
+difference instead of the probability. The restored grid and the endpoints ``p_clean`` /
+``p_noised`` of a :class:`TraceResult` are then in the kind's metric.
+
 All restorations of a fact run batched through :mod:`locedit.tracing.batching`.
 """
 
@@ -44,6 +51,7 @@ from locedit.layer_windows import window_bounds
 from locedit.registry.kinds import TRACE_KINDS as TRACE_KINDS_REGISTRY
 from locedit.tracing.attribution import attribution_grid, attribution_terms
 from locedit.tracing.batching import KIND_COMPONENT, Patch, replay_patches
+from locedit.tracing.corruption import subject_replace_hook
 from locedit.tracing.passes import SuffixArgs, SuffixArgsCache, cached_forward
 from locedit.seeds import fact_seed  # noqa: F401  (re-exported: the tracing API)
 from locedit.noise import (  # noqa: F401  (re-exported: the tracing API)
@@ -68,7 +76,9 @@ class TraceResult:
 
     Attributes:
         restored: ``[n_prompt_tokens, n_layers]`` mean probability of the target when the ``kind``
-            states at that token for the window centred on that layer are restored.
+            states at that token for the window centred on that layer are restored (for a kind
+            with other settings: the mean of its metric when they are patched).
+        p_clean, p_noised: the clean and the corrupted run's value of the same.
         subject_range: subject token span ``[start, end)``.
         tokens: decoded prompt tokens.
         known: whether the model knows the fact, when the one-fact API traced it
@@ -115,6 +125,11 @@ class FactTracer:
         row_budget: maximum rows per batched replay (memory knob).
         arg_cache: recorded block arguments to share with other facts traced with this model
             (a tracing job passes one to all its facts); a fresh one by default.
+        replacement: ``[n_subject, d_model]`` embedding outputs that replace the subject's in
+            the corrupted run (symmetric token replacement, :mod:`locedit.tracing.corruption`;
+            ``samples`` must be 1); ``None`` adds Gaussian noise.
+        contrast: the other answer of the ``logit_diff`` metric under Gaussian noise (the
+            fact's ``target_new``); under replacement it is the corrupted run's answer.
 
     Raises:
         SubjectNotFoundError: the subject cannot be located in the tokenised prompt.
@@ -134,8 +149,12 @@ class FactTracer:
         seed: int = 0,
         row_budget: int = 512,
         arg_cache: SuffixArgsCache | None = None,
+        replacement: torch.Tensor | None = None,
+        contrast: str | None = None,
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
+        if replacement is not None and samples != 1:
+            raise ValueError(f"a replaced subject is one corrupted run: samples must be 1, got {samples}")
         if arg_cache is not None and arg_cache.model is not model:
             raise ValueError("arg_cache was recorded with another model")
         self.arg_cache = arg_cache or SuffixArgsCache(model)
@@ -149,9 +168,8 @@ class FactTracer:
             self.subject_range = subject_token_range(tokenizer, prompt, subject)
         except ValueError as err:
             raise SubjectNotFoundError(str(err)) from None
-        self.prompt_ids, self.target_ids = encode_prompt_target(
-            tokenizer, prompt.format(subject), target
-        )
+        self.prompt = prompt.format(subject)
+        self.prompt_ids, self.target_ids = encode_prompt_target(tokenizer, self.prompt, target)
         P = len(self.prompt_ids)
         self.read_positions = list(range(P - 1, P - 1 + len(self.target_ids)))
         self.n_layers = n_layers(model)
@@ -159,14 +177,23 @@ class FactTracer:
         ids = torch.tensor([self.prompt_ids + self.target_ids[:-1]], device=device)  # [1, pos]
         self.input_ids = ids
         s0, s1 = self.subject_range
-        self.noise = make_noise(samples, s1 - s0, d_model(model), noise_std, seed)
-        # one pass: row 0 clean (zero noise: x + 0 is x), rows 1.. noised
-        zero_row = torch.zeros_like(self.noise[:1])
+        self.corruption = "gaussian" if replacement is None else "str"
+        if replacement is None:
+            self.noise = make_noise(samples, s1 - s0, d_model(model), noise_std, seed)
+            # one pass: row 0 clean (zero noise: x + 0 is x), rows 1.. noised
+            zero_row = torch.zeros_like(self.noise[:1])
+            hook = subject_noise_hook(self.subject_range, torch.cat([zero_row, self.noise]))
+        else:
+            if replacement.shape[0] != s1 - s0:
+                raise ValueError(f"replacement has {replacement.shape[0]} rows, the subject {s1 - s0} tokens")
+            self.noise = None  # no Gaussian draws: attribution patching and o_noise need them
+            hook = subject_replace_hook(self.subject_range, replacement)
+        self._contrast_target = contrast
         with fused_activations(model):
             both = cached_forward(
                 model,
                 ids.expand(1 + samples, -1),
-                embed_hook=subject_noise_hook(self.subject_range, torch.cat([zero_row, self.noise])),
+                embed_hook=hook,
                 logits_to_keep=len(self.target_ids),  # the read positions end the input
             )
         self.clean, self.noised = both.rows(slice(0, 1)), both.rows(slice(1, None))
@@ -175,6 +202,47 @@ class FactTracer:
         self.p_noised = float(self._probs(self.noised.logits).mean())
         self.tokens = [tokenizer.decode([t]) for t in self.prompt_ids]
         self._atp_terms: dict[str, torch.Tensor] = {}  # attribution terms per restored kind
+
+    def contrast_id(self) -> int:
+        """The other token of the ``logit_diff`` metric: under Gaussian noise the first token of
+        ``contrast`` (the fact's new object), under replacement the corrupted run's answer;
+        either way never the target's first token (then the corrupted run's most probable
+        other token)."""
+        first = self.target_ids[0]
+        if self.corruption == "gaussian" and self._contrast_target:
+            _, ids = encode_prompt_target(self.tokenizer, self.prompt, self._contrast_target)
+            if ids[0] != first:
+                return int(ids[0])
+        probs = torch.softmax(self.noised.logits[:, 0].float(), dim=-1).mean(0)  # [vocab]
+        probs[first] = -1.0
+        return int(probs.argmax())
+
+    def score_fn(self, metric: str):
+        """``[rows, n_target, vocab]`` log-probabilities -> ``[rows]`` per-row scores of
+        ``metric`` (None: log p(target), the replay's default), and how rows are averaged."""
+        if metric == "prob":
+            return None, lambda v: float(v.exp().mean())
+        if metric == "logprob":
+            return None, lambda v: float(v.mean())
+        if metric == "logit_diff":
+            a, b = self.target_ids[0], self.contrast_id()
+            # log-softmax differences at one position are logit differences
+            return (lambda logp: logp[:, 0, a] - logp[:, 0, b]), lambda v: float(v.mean())
+        raise ValueError(f"unknown tracing metric {metric!r}")
+
+    def endpoints(self, metric: str) -> tuple[float, float]:
+        """The clean and the corrupted run's value of ``metric``."""
+        score, mean = self.score_fn(metric)
+        vals = []
+        for run in (self.clean, self.noised):
+            logp = torch.log_softmax(run.logits.float(), dim=-1)
+            if score is None:
+                tgt = torch.tensor(self.target_ids, device=logp.device).view(1, -1, 1)
+                v = logp.gather(-1, tgt.expand(logp.shape[0], -1, 1)).sum((1, 2))
+            else:
+                v = score(logp)
+            vals.append(mean(v.cpu()))
+        return vals[0], vals[1]
 
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
         """``[rows]`` target-sequence probabilities from the read positions' logits
@@ -188,7 +256,7 @@ class FactTracer:
         offset in :attr:`arg_cache`)."""
         return self.arg_cache.get(self.input_ids, self.clean, offset)
 
-    def _replay(self, patches, start, component, source) -> list[torch.Tensor]:
+    def _replay(self, patches, start, component, source, score=None) -> list[torch.Tensor]:
         with fused_activations(self.model):
             return replay_patches(
                 self.model,
@@ -200,38 +268,42 @@ class FactTracer:
                 read_positions=self.read_positions,
                 target_ids=self.target_ids,
                 row_budget=self.row_budget,
+                score=score,
             )
 
     def restore(self, kind: str = "mlp", window: int = 5) -> TraceResult:
-        """The restoration grid for ``kind`` and ``window`` (see module docstring)."""
+        """The patching grid for ``kind`` and ``window`` (see module docstring): denoising
+        replays the corrupted run with clean states restored, noising the clean run (one row
+        per corrupted row) with corrupted states patched in."""
         if kind not in KIND_COMPONENT:
             raise ValueError(f"tracing kind must be one of {TRACE_KINDS}, got {kind!r}")
+        spec = TRACE_KINDS_REGISTRY[kind]
+        if spec.corruption != self.corruption:
+            raise ValueError(f"kind {kind!r} corrupts by {spec.corruption}; this tracer by {self.corruption}")
         component, L, P = KIND_COMPONENT[kind], self.n_layers, len(self.prompt_ids)
+        if spec.direction == "denoise":
+            base, other = self.noised, self.clean
+        else:
+            base, other = self.clean.expand(self.noised.block_in[0].shape[0]), self.noised
+        score, mean = self.score_fn(spec.metric)
+        p_clean, p_noised = self.endpoints(spec.metric)
         cells = [(t, c) for t in range(self.subject_range[0], P) for c in range(L)]
         patches = []
         for t, c in cells:
             a, b = window_bounds(c, window, L)
-            init = self._first_layer_state(kind, t, a)
+            init = self._first_layer_state(component, base, other, t, a)
             if init is None:
                 patches.append(Patch(a, b, positions=(t,), offset=t))
             else:  # layer a is already accounted for: start above it
                 patches.append(Patch(a + 1, b, positions=(t,), offset=t, init=init))
-        lps = self._replay(patches, self.noised, component, self.clean.outputs[component])
-        restored = np.full((P, L), self.p_noised, dtype=np.float64)
+        lps = self._replay(patches, base, component, other.outputs[component], score)
+        # before the subject both runs agree: patching there leaves the start run's value
+        fill = p_noised if spec.direction == "denoise" else p_clean
+        restored = np.full((P, L), fill, dtype=np.float64)
         for (t, c), lp in zip(cells, lps):
-            restored[t, c] = float(lp.exp().mean())
-        return TraceResult(
-            kind,
-            window,
-            self.p_clean,
-            self.p_noised,
-            restored,
-            self.subject_range,
-            self.tokens,
-            self.noise_std,
-            self.samples,
-            self.seed,
-        )
+            restored[t, c] = mean(lp)
+        return TraceResult(kind, window, p_clean, p_noised, restored, self.subject_range,
+                           self.tokens, self.noise_std, self.samples, self.seed)  # fmt: skip
 
     def trace(self, kind: str = "mlp", window: int = 5) -> TraceResult:
         """The grid of a run: :meth:`attribute` for an estimating kind, else :meth:`restore`."""
@@ -257,30 +329,29 @@ class FactTracer:
         return TraceResult(kind, window, self.p_clean, self.p_noised, grid, self.subject_range,
                            self.tokens, self.noise_std, self.samples, self.seed)  # fmt: skip
 
-    def _first_layer_state(self, kind: str, t: int, a: int):
-        """The restored run's output of block ``a`` (positions ``t..``) without running it, or
+    def _first_layer_state(self, component: str, base, other, t: int, a: int):
+        """The patched run's output of block ``a`` (positions ``t..``) without running it, or
         ``None`` when it must be computed.
 
-        Below and at layer ``a`` only token t differs from the noised run, and only in block a's
-        output: for ``hidden`` it is the clean output; for ``mlp`` it is the noised output with
-        the noised MLP contribution swapped for the clean one, valid when a block's output is
-        input + attention + MLP (checked on the clean pass). ``attn`` needs the MLP recomputed.
+        Below and at layer ``a`` only token t differs from the start run ``base``, and only in
+        block a's output: when the block output is patched it is ``other``'s; when the MLP
+        output is, it is ``base``'s output with ``base``'s MLP contribution swapped for
+        ``other``'s, valid when a block's output is input + attention + MLP (checked on the
+        clean pass). A patched attention output needs the MLP recomputed.
         """
-        if kind == "hidden":
+        if component == "block":
 
             def init():
-                state = self.noised.outputs["block"][a][:, t:].clone()
-                state[:, 0] = self.clean.outputs["block"][a][:, t]
+                state = base.outputs["block"][a][:, t:].clone()
+                state[:, 0] = other.outputs["block"][a][:, t]
                 return state
 
             return init
-        if kind == "mlp" and self.additive_blocks:
+        if component == "mlp" and self.additive_blocks:
 
             def init():
-                state = self.noised.outputs["block"][a][:, t:].clone()
-                state[:, 0] += (
-                    self.clean.outputs["mlp"][a][:, t] - self.noised.outputs["mlp"][a][:, t]
-                )
+                state = base.outputs["block"][a][:, t:].clone()
+                state[:, 0] += other.outputs["mlp"][a][:, t] - base.outputs["mlp"][a][:, t]
                 return state
 
             return init
