@@ -35,9 +35,6 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-report: "workflow/report/workflow.rst"
-
-
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/tracing.smk"
@@ -45,6 +42,17 @@ include: "workflow/rules/editing_stats.smk"
 include: "workflow/rules/editing.smk"
 include: "workflow/rules/tuning.smk"
 include: "workflow/rules/analysis.smk"
+
+
+# The landing page carries the run's verdict once the run has one (read when --report plans).
+LANDING_PAGE = report_landing_page(
+    f"{workflow.basedir}/workflow/report/workflow.rst",
+    f"{RESULTS}/analysis/tables/{SUMMARY_TABLE}.md",
+    ".snakemake/locedit/report_landing.rst",
+)
+
+
+report: LANDING_PAGE
 
 
 # After every rule exists: model-loading rules hold the resource `gpu`, and the rules edit

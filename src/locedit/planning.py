@@ -21,3 +21,31 @@ def cuda_present() -> bool:
         return False
     gpus = Path("/proc/driver/nvidia/gpus")
     return gpus.is_dir() and any(gpus.iterdir())
+
+
+#: The verdict's first words (locedit.analysis.verdict): how the landing page finds it.
+VERDICT_OPENING = "Does localization inform editing on "
+
+
+def report_landing_page(template: str | Path, summary: str | Path, out: str | Path) -> str:
+    """The report's landing page: ``template``, with the run's verdict (the first paragraph of
+    its ``summary.md``) set above it when the run has one, written to ``out``; else the template.
+
+    Snakemake reads the landing page when ``--report`` plans the workflow, after the run: this
+    is when the verdict exists. ``out`` is rewritten only when its text changes, and nothing a
+    job reads depends on it.
+    """
+    summary = Path(summary)
+    text = summary.read_text() if summary.is_file() else ""
+    found = [p.strip() for p in text.split("\n\n") if p.strip().startswith(VERDICT_OPENING)]
+    if not found:
+        return str(template)
+    page = (f"**The answer of this run** (the Summary's first paragraph).\n\n{found[0]}\n\n"
+            + Path(template).read_text())
+    out = Path(out)
+    if not out.is_file() or out.read_text() != page:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(page)
+        tmp.replace(out)
+    return str(out.resolve())

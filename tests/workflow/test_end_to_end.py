@@ -179,6 +179,8 @@ def test_report_of_the_run_holds_every_figure_and_table(study, tmp_path):
     figures = sorted(p.name for p in (study / RESULTS).rglob("figures/*.png"))
     assert figures and not [name for name in figures if name not in html]
     assert not [t for t in TABLE_NAMES if f"{t}.html" not in html]
+    # the landing page opens with the run's verdict
+    assert "The answer of this run" in html and "Does localization inform editing on toy?" in html
 
 
 def test_summary_opens_with_the_verdict(study):

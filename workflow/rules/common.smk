@@ -13,7 +13,7 @@ from snakemake.utils import validate
 # Planning and every job use this checkout's package (the code the code hashes are taken of),
 # also in a conda env that has only the dependencies (envs/locedit.yaml).
 sys.path.insert(0, str(Path(workflow.basedir, "src")))
-from locedit.planning import cuda_present, export_package_path
+from locedit.planning import cuda_present, export_package_path, report_landing_page
 from locedit.gguf import PACKAGED, fetched_path, import_dir, is_gguf_source, source_sha256
 from locedit import provenance
 
