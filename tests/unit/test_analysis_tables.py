@@ -159,3 +159,26 @@ def test_degenerate_cells_render_as_dashes(frames):
     empty = {k: pd.DataFrame(columns=v.columns) for k, v in frames.items()}
     for name, sections in build_tables(empty, META, 0.05, None).items():
         render(sections, name)
+
+
+def test_best_localizer_per_problem_with_its_fact_aware_test():
+    """Per problem, the localizer with the largest mean Diff over its methods, and in how many
+    methods any localizer's gain passes the wild cluster bootstrap; untraced ones do not compete."""
+    from locedit.analysis.edit_tables import best_localizers
+
+    def rows(feature, diffs, ps, variant="error_injection"):
+        return pd.DataFrame({"variant": variant, "method": ["rome", "memit"], "metric": "rewrite",
+                             "status": "ok", "feature": feature, "r2_diff": diffs, "wald_pvalue_wild": ps})
+
+    main = pd.concat([rows("trace_effect", [0.01, 0.03], [0.5, 0.01]),
+                      rows("trace_effect", [0.0, 0.0], [0.9, 0.8], variant="fact_forcing")])
+    features = pd.concat([rows("zero_effect", [0.04, 0.02], [0.2, 0.3]),
+                          rows("mlp_str_effect", [0.10, 0.00], [0.04, 0.6], variant="fact_forcing"),
+                          rows("trace_effect_last", [0.9, 0.9], [0.0, 0.0])])  # not a localizer
+    out = dict(best_localizers(main, features, alpha=0.05))
+    ei = out["best localizer, Error Injection (rewrite, of 2)"]
+    assert ei.startswith("Zeroing: mean Diff R² 0.030") and "in 1 of 2 methods (Tracing)" in ei
+    ff = out["best localizer, Fact Forcing (rewrite, of 2)"]
+    assert ff.startswith("MLP, STR: mean Diff R² 0.050") and "in 1 of 2 methods (MLP, STR)" in ff
+    none = dict(best_localizers(main.assign(wald_pvalue_wild=0.9), features.iloc[0:0], 0.05))
+    assert "no localizer's gain at p < 0.05" in none["best localizer, Error Injection (rewrite, of 1)"]

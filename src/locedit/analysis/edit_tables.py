@@ -93,5 +93,33 @@ def localizer_table(main: pd.DataFrame, features: pd.DataFrame, metric: str = "r
     return out
 
 
+def best_localizers(main: pd.DataFrame, features: pd.DataFrame, alpha: float) -> list[tuple[str, str]]:
+    """Per editing problem, the localizer whose rewrite-score gain over the layer (Diff R²,
+    averaged over the problem's methods) is largest, and in how many of those methods a
+    fact-aware test (wild cluster bootstrap) finds a gain at ``alpha`` for any localizer:
+    ``[(quantity, value)]`` rows of the summary. Only localizers the run traced compete."""
+    frames = [f for f in (main, features) if len(f) and "wald_pvalue_wild" in f.columns]
+    if not frames:
+        return []
+    reg = pd.concat(frames, ignore_index=True)
+    labels = dict(LOCALIZERS)
+    reg = reg[(reg["metric"] == "rewrite") & (reg["status"] == "ok") & reg["feature"].isin(labels)]
+    rows = []
+    for variant in [v for v in VARIANTS if v in set(reg["variant"])]:
+        cells = reg[reg["variant"] == variant]
+        mean = cells.groupby("feature")["r2_diff"].mean().sort_values(ascending=False, kind="stable")
+        if mean.empty:
+            continue
+        best = mean.index[0]
+        wins = cells[cells["wald_pvalue_wild"] < alpha]
+        methods = cells["method"].nunique()
+        beaten = (f"a gain at p < {alpha} (wild bootstrap) in {wins['method'].nunique()} of {methods} "
+                  f"methods ({', '.join(sorted({labels[f] for f in wins['feature']}))})" if len(wins)
+                  else f"no localizer's gain at p < {alpha} (wild bootstrap) in any of {methods} methods")
+        rows.append((f"best localizer, {VARIANT_LABELS[variant]} (rewrite, of {len(mean)})",
+                     f"{labels[best]}: mean Diff R² {_fmt(mean.iloc[0])}; {beaten}"))
+    return rows
+
+
 def _fmt(value) -> str:
     return "–" if value is None or pd.isna(value) else f"{float(value):.3f}"

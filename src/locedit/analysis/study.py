@@ -68,6 +68,22 @@ def add_robust(reg: pd.DataFrame, df: pd.DataFrame, settings: RobustSettings) ->
     )
 
 
+#: The other localizers' features: each gets the fact-aware tests of the paper's tracing on the
+#: rewrite score, so the summary can say which localizer predicts edit success best.
+LOCALIZER_FEATURES = [f"{k}_effect" for k in LOCALIZER_KINDS]
+
+
+def _localizer_tests(features: pd.DataFrame, df: pd.DataFrame, robust: RobustSettings) -> pd.DataFrame:
+    """``features`` with the ``robust`` columns on the rewrite rows of the localizers (NaN on
+    the other rows: the last-token and absolute effects are the paper's robustness checks)."""
+    tested = features["feature"].isin(LOCALIZER_FEATURES) & (features["metric"] == "rewrite")
+    if not tested.any():
+        return features.reindex(columns=[*features.columns, *ROBUST_COLUMNS])
+    done = add_robust(features[tested], df, robust).set_axis(features.index[tested])
+    rest = features[~tested].reindex(columns=done.columns)
+    return pd.concat([done, rest]).loc[features.index].reset_index(drop=True)
+
+
 def run_study(
     df: pd.DataFrame,
     window: int,
@@ -111,6 +127,7 @@ def run_study(
         if feats
         else fit_all(df.iloc[0:0], "trace_effect", rmetrics, min_rows)  # header only
     )
+    out["features"] = _localizer_tests(out["features"], df, robust)
     for name, frame in out.items():
         log.info("%s: %d rows", name, len(frame))
     return out

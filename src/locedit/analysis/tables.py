@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from locedit.analysis import METHOD_LABELS, VARIANT_LABELS, reference
-from locedit.analysis.edit_tables import collapse_table, localizer_table, paper_order, row_labels
+from locedit.analysis.edit_tables import best_localizers, collapse_table, localizer_table, paper_order, row_labels
 from locedit.analysis.verdict import localizer_label, verdict
 from locedit.registry.analysis import HEADLINE
 
@@ -288,6 +288,8 @@ def summary_table(
         (f"cells with CR1 clustered Wald p < {alpha}", f"{int(ch['sig_cr1'].sum())} of {tested}"),
         ("cells where significance changes", f"{int(ch['changed'].sum())} of {len(ch)}"),
     ]
+    if "features" in frames:
+        rows += best_localizers(main, frames["features"], alpha)
     conc = frames["concentrated"]
     if len(conc):
         rows.append(
