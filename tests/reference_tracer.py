@@ -44,6 +44,30 @@ def window(centre: int, width: int, n_layers: int) -> range:
     return range(max(0, centre - width // 2), min(n_layers, centre + math.ceil(width / 2)))
 
 
+def model_parts(model):
+    """``(blocks, embedding)``: GPT-2's module paths, or a Llama's (model.model.layers,
+    embed_tokens)."""
+    body = model.transformer if hasattr(model, "transformer") else model.model
+    return (body.h if hasattr(body, "h") else body.layers), (body.wte if hasattr(body, "wte") else body.embed_tokens)
+
+
+def patched_module(block, kind):
+    """The module of ``block`` whose output a ``kind`` restoration overwrites."""
+    attn = block.attn if hasattr(block, "attn") else block.self_attn
+    return {"mlp": block.mlp, "attn": attn, "hidden": block}[kind]
+
+
+def noise_hook(noise, rows: slice, s0: int, s1: int):
+    """Embedding hook adding ``noise`` to ``rows`` at the subject's positions."""
+
+    def hook(module, args, out):
+        out = out.clone()
+        out[rows, s0:s1] += noise
+        return out
+
+    return hook
+
+
 @torch.no_grad()
 def reference_trace(model, tokenizer, prompt, subject, target, *, kind, width, noise_std,
                     samples, config_seed, case_id, centres=None):
@@ -51,23 +75,11 @@ def reference_trace(model, tokenizer, prompt, subject, target, *, kind, width, n
     ``centres``, only those window centres are restored (the other columns are NaN)."""
     ids, s0, s1 = subject_tokens(tokenizer, prompt, subject)
     t_ids = target_tokens(tokenizer, prompt.replace("{}", subject, 1), target)
-    # GPT-2's module paths, or a Llama's (model.model.layers, self_attn, embed_tokens)
-    body = model.transformer if hasattr(model, "transformer") else model.model
-    blocks = body.h if hasattr(body, "h") else body.layers
-    embed = body.wte if hasattr(body, "wte") else body.embed_tokens
+    blocks, embed = model_parts(model)
     n_layers, d = len(blocks), embed.weight.shape[1]
     gen = torch.Generator().manual_seed(config_seed * 1000003 + case_id)
     noise = torch.randn(samples, s1 - s0, d, generator=gen) * noise_std
     batch = torch.tensor([ids + t_ids[:-1]] * (samples + 1))
-
-    def add_noise(module, args, out):
-        out = out.clone()
-        out[1:, s0:s1] += noise
-        return out
-
-    def module(layer):
-        attn = blocks[layer].attn if hasattr(blocks[layer], "attn") else blocks[layer].self_attn
-        return {"mlp": blocks[layer].mlp, "attn": attn, "hidden": blocks[layer]}[kind]
 
     def restore_at(token):
         def hook(mod, args, out):
@@ -78,8 +90,8 @@ def reference_trace(model, tokenizer, prompt, subject, target, *, kind, width, n
         return hook
 
     def prob(layers=(), token=None):
-        handles = [embed.register_forward_hook(add_noise)]
-        handles += [module(j).register_forward_hook(restore_at(token)) for j in layers]
+        handles = [embed.register_forward_hook(noise_hook(noise, slice(1, None), s0, s1))]
+        handles += [patched_module(blocks[j], kind).register_forward_hook(restore_at(token)) for j in layers]
         try:
             logits = model(input_ids=batch, use_cache=False).logits.double()
         finally:
@@ -115,9 +127,7 @@ def reference_patch(model, tokenizer, prompt, subject, target, *, kind, width, d
     ids, s0, s1 = subject_tokens(tokenizer, prompt, subject)
     text = prompt.replace("{}", subject, 1)
     t_ids = target_tokens(tokenizer, text, target)
-    body = model.transformer if hasattr(model, "transformer") else model.model
-    blocks = body.h if hasattr(body, "h") else body.layers
-    embed = body.wte if hasattr(body, "wte") else body.embed_tokens
+    blocks, embed = model_parts(model)
     n_layers, d = len(blocks), embed.weight.shape[1]
     if partner is None:
         gen = torch.Generator().manual_seed(config_seed * 1000003 + case_id)
@@ -131,15 +141,6 @@ def reference_patch(model, tokenizer, prompt, subject, target, *, kind, width, d
     dst = slice(n, 2 * n) if direction == "denoise" else slice(0, n)
     src = slice(0, n) if direction == "denoise" else slice(n, 2 * n)
 
-    def add_noise(module, args, out):
-        out = out.clone()
-        out[n:, s0:s1] += noise
-        return out
-
-    def module(layer):
-        attn = blocks[layer].attn if hasattr(blocks[layer], "attn") else blocks[layer].self_attn
-        return {"mlp": blocks[layer].mlp, "attn": attn, "hidden": blocks[layer]}[kind]
-
     def patch_at(token):
         def hook(mod, args, out):
             h = out[0] if isinstance(out, tuple) else out
@@ -149,8 +150,8 @@ def reference_patch(model, tokenizer, prompt, subject, target, *, kind, width, d
         return hook
 
     def run(layers=(), token=None):
-        handles = [embed.register_forward_hook(add_noise)] if noise is not None else []
-        handles += [module(j).register_forward_hook(patch_at(token)) for j in layers]
+        handles = [embed.register_forward_hook(noise_hook(noise, slice(n, None), s0, s1))] if noise is not None else []
+        handles += [patched_module(blocks[j], kind).register_forward_hook(patch_at(token)) for j in layers]
         try:
             logits = model(input_ids=batch, use_cache=False).logits.double()
         finally:

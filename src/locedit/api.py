@@ -133,14 +133,20 @@ class UnknownFactWarning(UserWarning):
 def trace(
     lm: LoadedModel, prompt: str, subject: str, target: str, *, kind: str = "mlp",
     window: int = 10, samples: int = 10, noise_std: float | None = None, seed: int = 0,
+    partner: str | None = None, contrast: str | None = None,
 ) -> TraceResult:
     """Causal Tracing of one fact (``prompt`` has ``{}`` for the subject). ``noise_std=None``:
-    3 × the std of this subject's token embeddings (ROME's rule on one fact). The result's
-    ``known`` says whether the model knows the fact (:func:`knows`); a warning when it does not."""
+    3 × the std of this subject's token embeddings (ROME's rule on one fact). ``kind`` is any
+    registered tracing kind (:mod:`locedit.registry.kinds`); one that replaces the subject
+    (``mlp_str``, ...) needs a ``partner`` subject with as many tokens in the prompt, and a
+    ``logit_diff`` kind under noise compares with ``contrast`` (e.g. the new object). The
+    result's ``known`` says whether the model knows the fact (:func:`knows`); a warning when it
+    does not."""
     known = knows(lm, prompt, subject, target)
     _warn_unknown(known, target)
     result = trace_fact(lm.model, lm.tok, prompt, subject, target, kind=kind, window=window,
-                        noise_std=noise_std, samples=samples, seed=seed)
+                        noise_std=noise_std, samples=samples, seed=seed, partner=partner,
+                        contrast=contrast)  # fmt: skip
     result.known = known
     return result
 

@@ -83,25 +83,38 @@ def main() -> None:
 @click.option("--target", required=True, help="The answer whose probability is traced.")
 @click.option("--kind", default="mlp", show_default=True,
               type=click.Choice([k for k in TRACE_KINDS if k != "zero"]),
-              help="restoration (mlp, attn, hidden) or its attribution-patching estimate (atp*)")
+              help="restoration (mlp, attn, hidden), with other settings (mlp_str, mlp_noising, "
+                   "mlp_logit_diff, ...), or an attribution-patching estimate (atp*)")
+@click.option("--partner", default=None,
+              help="For a kind that replaces the subject (*_str*): the subject put in its place.")
+@click.option("--contrast", default=None,
+              help="For a *_logit_diff kind under noise: the other answer (e.g. the new object).")
 @click.option("--window", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--samples", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--noise-std", type=float, default=None, help="Default: 3 x the subject embeddings' std.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Heatmap file (.png/.pdf); default trace_<subject>.png here.")
-def trace(model, device, dtype, prompt, subject, target, kind, window, samples, noise_std, seed, out):
+def trace(model, device, dtype, prompt, subject, target, kind, partner, contrast, window, samples, noise_std,
+          seed, out):
     """Causal Tracing of one prompt: print whether the model knows the fact, p_clean, p_noised and
     the peak; draw the heatmap."""
     _check_request(prompt, {"--target": target})
+    if TRACE_KINDS[kind].corruption == "str" and not partner:
+        raise _bad("--partner", f"--kind {kind} replaces the subject: name the subject put in its place")
     _model_shape(model)
     from locedit import api  # torch and transformers: after the checks
 
     lm = api.load(model, device=device, dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", api.UnknownFactWarning)  # said below, in one line
-        res = api.trace(lm, prompt, subject, target, kind=kind, window=window, samples=samples,
-                        noise_std=noise_std, seed=seed)
+        try:
+            res = api.trace(lm, prompt, subject, target, kind=kind, window=window, samples=samples,
+                            noise_std=noise_std, seed=seed, partner=partner, contrast=contrast)
+        except ValueError as err:
+            if partner and "partner" in str(err):
+                raise _bad("--partner", str(err)) from None
+            raise
     _echo_known(res.known, target)
     out = out or Path(f"trace_{re.sub(r'[^A-Za-z0-9]+', '_', subject).strip('_')}.png")
     api.plot_trace(res, out)

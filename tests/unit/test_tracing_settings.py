@@ -88,3 +88,36 @@ def test_a_fact_without_a_partner_is_named_and_kept(tiny_gpt2, tiny_tokenizer, c
                                 seed=0, row_budget=16, o_noise_max_tokens=2, pool=[FACT])
     assert set(grid.kind) == {"mlp"} and facts.loc[0, "status"] == "ok"
     assert "case_id 7: no partner subject" in caplog.text
+
+
+def test_one_fact_trace_with_a_partner_equals_the_workflows(tiny_gpt2, tiny_tokenizer):
+    """trace_fact (the one-fact API's) with the partner the workflow drew gives the workflow's
+    grid; a partner of another token length is named."""
+    from locedit.tracing.trace import trace_fact
+
+    grid, facts = trace_dataset(tiny_gpt2, tiny_tokenizer, [FACT], [{"kind": "mlp_str_logprob", "window": 3}],
+                                noise_std=0.5, samples=3, seed=4, row_budget=16, o_noise_max_tokens=2, pool=POOL)
+    partner = next(r["subject"] for r in POOL if r["case_id"] == int(facts.loc[0, "str_partner"]))
+    res = trace_fact(tiny_gpt2, tiny_tokenizer, FACT["prompt"], FACT["subject"], FACT["target_true"],
+                     kind="mlp_str_logprob", window=3, noise_std=None, partner=partner)
+    np.testing.assert_array_equal(res.restored, _grid(grid, "mlp_str_logprob", 3)[1])
+    with pytest.raises(ValueError, match="does not replace 'Toko Yasuda' token for token"):
+        trace_fact(tiny_gpt2, tiny_tokenizer, FACT["prompt"], FACT["subject"], FACT["target_true"],
+                   kind="mlp_str", window=3, noise_std=None, partner="Danielle Darrieux")
+    with pytest.raises(ValueError, match="name a partner subject"):
+        trace_fact(tiny_gpt2, tiny_tokenizer, FACT["prompt"], FACT["subject"], FACT["target_true"],
+                   kind="mlp_str", window=3, noise_std=None)
+
+
+def test_cli_names_a_missing_partner_before_any_load(monkeypatch):
+    from click.testing import CliRunner
+
+    from locedit import api
+    from locedit.cli import main
+
+    monkeypatch.setattr(api, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    res = CliRunner().invoke(main, ["trace", "--model", "/no/such/dir", "--prompt", "The mother tongue of {} is",
+                                    "--subject", "Toko Yasuda", "--target", "Japanese", "--kind", "mlp_str"])
+    assert res.exit_code == 1
+    (line,) = res.output.strip().splitlines()
+    assert line == "Error: --partner: --kind mlp_str replaces the subject: name the subject put in its place"

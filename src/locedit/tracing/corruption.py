@@ -58,6 +58,23 @@ def str_partner(
     return None
 
 
+def partner_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, subject: str, partner: str) -> list[int]:
+    """The token ids of ``partner`` that replace ``subject``'s in ``prompt`` (one fact traced
+    with a partner chosen by hand).
+
+    Raises:
+        ValueError: the partner's tokens in the prompt are not as many as the subject's, or the
+            rest of the prompt tokenises differently around them.
+    """
+    s0, s1 = subject_token_range(tokenizer, prompt, subject)
+    ids = tokenizer(prompt.format(subject))["input_ids"]
+    alt = _aligned(tokenizer, prompt, partner, ids, s0, s1)
+    if alt is None:
+        raise ValueError(f"partner {partner!r} does not replace {subject!r} token for token in {prompt!r} "
+                         f"({s1 - s0} subject tokens; symmetric token replacement needs as many)")
+    return alt[s0:s1]
+
+
 def _aligned(tokenizer, prompt: str, subject: str, ids: list[int], s0: int, s1: int) -> list[int] | None:
     """The ids of ``prompt.format(subject)`` when they differ from ``ids`` only inside
     ``[s0, s1)``, else ``None``."""

@@ -51,7 +51,7 @@ from locedit.layer_windows import window_bounds
 from locedit.registry.kinds import TRACE_KINDS as TRACE_KINDS_REGISTRY
 from locedit.tracing.attribution import attribution_grid, attribution_terms
 from locedit.tracing.batching import KIND_COMPONENT, Patch, replay_patches
-from locedit.tracing.corruption import subject_replace_hook
+from locedit.tracing.corruption import partner_ids, subject_replace_hook
 from locedit.tracing.passes import SuffixArgs, SuffixArgsCache, cached_forward
 from locedit.seeds import fact_seed  # noqa: F401  (re-exported: the tracing API)
 from locedit.noise import (  # noqa: F401  (re-exported: the tracing API)
@@ -443,6 +443,8 @@ def trace_fact(
     samples: int = 10,
     seed: int = 0,
     row_budget: int = 512,
+    partner: str | None = None,
+    contrast: str | None = None,
 ) -> TraceResult:
     """Causal Tracing of one fact; ``prompt`` is a template with ``{}`` for the subject.
 
@@ -451,22 +453,26 @@ def trace_fact(
             subject alone (3 × std of its token embeddings); the workflow derives it once over the
             whole dataset instead (:func:`estimate_noise_std`). The value used is recorded in
             the result.
+        partner: the subject that replaces ``subject`` for a kind corrupting by symmetric token
+            replacement (as many tokens in the prompt; :mod:`locedit.tracing.corruption`).
+        contrast: the other answer of a ``logit_diff`` kind under Gaussian noise.
     Returns:
         A :class:`TraceResult` with ``restored`` ``[n_prompt_tokens, n_layers]``.
     """
+    common = dict(row_budget=row_budget, contrast=contrast)
+    if kind in TRACE_KINDS_REGISTRY and TRACE_KINDS_REGISTRY[kind].corruption == "str":
+        if not partner:
+            raise ValueError(f"tracing kind {kind!r} replaces the subject: name a partner subject")
+        ids = partner_ids(tokenizer, prompt, subject, partner)
+        with torch.no_grad():
+            rows = module_for(model, "embed")(torch.tensor(ids, device=next(model.parameters()).device))
+        tracer = FactTracer(model, tokenizer, prompt, subject, target, noise_std=0.0, samples=1,
+                            replacement=rows, **common)  # fmt: skip
+        return tracer.trace(kind, window)
     if noise_std is None:
         noise_std = estimate_noise_std(model, tokenizer, [(prompt, subject)])
-    tracer = FactTracer(
-        model,
-        tokenizer,
-        prompt,
-        subject,
-        target,
-        noise_std=noise_std,
-        samples=samples,
-        seed=seed,
-        row_budget=row_budget,
-    )
+    tracer = FactTracer(model, tokenizer, prompt, subject, target, noise_std=noise_std,
+                        samples=samples, seed=seed, **common)  # fmt: skip
     return tracer.trace(kind, window)
 
 
