@@ -29,13 +29,11 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "src"))
-
-from naive_tracing import naive_trace  # noqa: E402
 
 from locedit.api import toy_dir  # noqa: E402
 from locedit.tracing.passes import SuffixArgsCache  # noqa: E402
+from locedit.tracing.reference import naive_trace  # noqa: E402
 from locedit.tracing.trace import FactTracer  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "counterfact_sample_5.json"

@@ -8,7 +8,6 @@ is checked for every architecture and kind.
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +30,10 @@ from locedit.adapters import (
     untuple,
 )
 from locedit.tracing.passes import SuffixArgsCache, cached_forward, record_suffix_args
+from locedit.tracing.reference import naive_trace
 from locedit.tracing.trace import FactTracer
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks"))
-from naive_tracing import naive_trace  # noqa: E402
 
 N_LAYER, WIDTH = 3, 32
 

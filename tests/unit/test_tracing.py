@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +22,7 @@ from locedit.tracing.trace import (
     zero_fact,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from naive_tracing import naive_trace  # noqa: E402
+from locedit.tracing.reference import naive_trace
 
 PROMPT, SUBJECT, TARGET = "The mother tongue of {} is", "Danielle Darrieux", "French"
 

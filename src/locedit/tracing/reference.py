@@ -9,8 +9,13 @@ authors' loop (``for tnum in range(ntoks)``) it traces every prompt token, inclu
 the subject, whose restoration is a no-op; ``from_subject=True`` starts at the subject instead (one
 of the batched engine's savings, given to the baseline to measure the others alone).
 
-It is kept as the reference the batched engine (:mod:`locedit.tracing.trace`) is tested and benchmarked
-against; it uses the same noise draws and tokenisation, so results agree up to float rounding.
+It is the reference the batched engine (:mod:`locedit.tracing.trace`) is tested and benchmarked
+against (``tests/unit/test_tracing.py``, ``tests/models/test_adapters.py`` for every registered
+architecture, ``benchmarks/bench_tracing.py``). It shares the study's definitions with the
+engine (subject location, target encoding, the window rule, the noise draws, module paths from
+the adapter registry) and none of its code (no cached passes, replays or batching), so results
+agree up to float rounding. (``tests/reference_tracer.py`` re-derives even the definitions from
+the documentation alone, for GPT-2 and Llama.)
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from locedit.hooks import forward_hooks
 from locedit.data.records import subject_token_range
 from locedit.scoring import encode_prompt_target
 from locedit.layer_windows import window_bounds as window_layers
-from locedit.tracing.batching import KIND_COMPONENT
-from locedit.tracing.trace import make_noise
+from locedit.noise import make_noise
+from locedit.registry.kinds import TRACE_KINDS
 
 
 @torch.no_grad()
@@ -66,7 +71,7 @@ def naive_trace(
 
     def run(patch_layers=(), t=None):
         hooks = [(module_for(model, "embed"), embed_hook)]
-        comp = KIND_COMPONENT[kind]
+        comp = TRACE_KINDS[kind].component
         hooks += [(module_for(model, comp, j), patch_hook(t)) for j in patch_layers]
         with forward_hooks(hooks):
             logits = model(input_ids=ids, use_cache=False).logits
