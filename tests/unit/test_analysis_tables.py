@@ -182,3 +182,21 @@ def test_best_localizer_per_problem_with_its_fact_aware_test():
     assert ff.startswith("MLP, STR: mean Diff R² 0.050") and "in 1 of 2 methods (MLP, STR)" in ff
     none = dict(best_localizers(main.assign(wald_pvalue_wild=0.9), features.iloc[0:0], 0.05))
     assert "no localizer's gain at p < 0.05" in none["best localizer, Error Injection (rewrite, of 1)"]
+
+
+def test_peak_table_says_where_each_localizer_peaks():
+    from locedit.analysis.edit_tables import peak_table
+
+    rows = []
+    for cid, (mlp_peak, str_peak) in enumerate([(0, 0), (0, 2), (1, 2), (0, 2)]):
+        for kind, peak in (("mlp", mlp_peak), ("mlp_str", str_peak)):
+            for layer in range(3):
+                rows.append({"case_id": cid, "kind": kind, "window": 5, "layer": layer, "status": "ok",
+                             "effect_frac_max": 1.0 if layer == peak else 0.1})
+    rows.append({"case_id": 9, "kind": "mlp_str", "window": 5, "layer": 0, "status": "no_partner",
+                 "effect_frac_max": float("nan")})
+    out = peak_table(pd.DataFrame(rows), ("mlp", 5)).set_index("Localizer")
+    assert list(out.index) == ["MLP", "MLP, STR"]  # the regressions' localizer first
+    assert out.loc["MLP", "most common peak"] == "1 (75%)" and out.loc["MLP", "distinct peaks"] == 2
+    assert out.loc["MLP, STR", "peak layer, median [quartiles]"] == "3 [2, 3]"
+    assert out.loc["MLP, STR", "same peak as mlp/5"] == "25%" and out.loc["MLP, STR", "facts"] == 4

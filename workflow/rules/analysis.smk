@@ -84,6 +84,7 @@ rule write_tables:
         windows="results/{model}/{dataset}/regression_windows.csv",
         features="results/{model}/{dataset}/regression_features.csv",
         table="results/{model}/{dataset}/edit_vs_trace.parquet",
+        tracing="results/{model}/{dataset}/tracing.parquet",
     output:
         **{
             f"{name}_{ext}": f"results/{{model}}/{{dataset}}/analysis/tables/{name}.{ext}"

@@ -24,8 +24,10 @@ def main(snakemake) -> None:
     table = pd.read_parquet(snakemake.input.table)
     layer = resolve_default_layer(table["layer"], snakemake.params.default_layer)
     counts = {"known facts analysed": table["case_id"].nunique(), "edits analysed": len(table)}
+    tracing = pd.read_parquet(snakemake.input.tracing)
     tables = build_tables(
-        frames, dict(snakemake.params.meta), snakemake.params.alpha, layer, counts, edits=table
+        frames, dict(snakemake.params.meta), snakemake.params.alpha, layer, counts, edits=table,
+        tracing=tracing[tracing["case_id"].isin(table["case_id"])],  # the analysed (known) facts
     )
     for name, sections in tables.items():
         md, tex = render(sections, name)

@@ -93,6 +93,35 @@ def localizer_table(main: pd.DataFrame, features: pd.DataFrame, metric: str = "r
     return out
 
 
+def peak_table(tracing: pd.DataFrame, base: tuple[str, int]) -> pd.DataFrame:
+    """Where each traced run (kind, window) peaks: per fact the layer of the largest effect
+    (max over tokens), summarised over the facts it traced; and how often its peak is the
+    ``base`` run's (the regressions' localizer). Layers 1-indexed, as in the figures."""
+    ok = tracing[(tracing["status"] == "ok") & tracing["effect_frac_max"].notna()]
+    if ok.empty:
+        return pd.DataFrame(columns=["Localizer", "Window", "facts"])
+    peaks = ok.loc[ok.groupby(["kind", "window", "case_id"])["effect_frac_max"].idxmax(),
+                   ["kind", "window", "case_id", "layer"]]  # fmt: skip
+    peaks["layer"] += 1
+    by_run = {run: p.set_index("case_id")["layer"] for run, p in peaks.groupby(["kind", "window"])}
+    ref = by_run.get(base)
+    rows = []
+    for (kind, window), layer in sorted(by_run.items(), key=lambda kv: (kv[0] != base, kv[0])):
+        counts = layer.value_counts()
+        q = layer.quantile([0.25, 0.5, 0.75])
+        same = "–"
+        if ref is not None and (kind, window) != base:
+            common = layer.index.intersection(ref.index)
+            same = f"{(layer[common] == ref[common]).mean():.0%}" if len(common) else "–"
+        rows.append({
+            "Localizer": TRACE_KINDS[kind].label if kind in TRACE_KINDS else kind, "Window": int(window),
+            "facts": len(layer), "peak layer, median [quartiles]": f"{q[0.5]:.0f} [{q[0.25]:.0f}, {q[0.75]:.0f}]",
+            "most common peak": f"{int(counts.index[0])} ({counts.iloc[0] / len(layer):.0%})",
+            "distinct peaks": int(counts.size), f"same peak as {base[0]}/{base[1]}": same,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def best_localizers(main: pd.DataFrame, features: pd.DataFrame, alpha: float) -> list[tuple[str, str]]:
     """Per editing problem, the localizer whose rewrite-score gain over the layer (Diff R²,
     averaged over the problem's methods) is largest, and in how many of those methods a

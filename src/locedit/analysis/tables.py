@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from locedit.analysis import METHOD_LABELS, VARIANT_LABELS, reference
-from locedit.analysis.edit_tables import best_localizers, collapse_table, localizer_table, paper_order, row_labels
+from locedit.analysis.edit_tables import (
+    best_localizers, collapse_table, localizer_table, paper_order, peak_table, row_labels,
+)
 from locedit.analysis.verdict import localizer_label, verdict
 from locedit.registry.analysis import HEADLINE
 
@@ -332,6 +334,7 @@ def build_tables(
     default_layer: int | None,
     counts: dict | None = None,
     edits: pd.DataFrame | None = None,
+    tracing: pd.DataFrame | None = None,
 ) -> dict[str, list[tuple[str, pd.DataFrame, str]]]:
     """``{TABLE_NAMES item: [(title, frame, note), ...]}`` for ``write_tables``.
 
@@ -344,6 +347,7 @@ def build_tables(
         counts: extra leading rows of the summary (e.g. facts and edits analysed).
         edits: the analysed edits (``edit_vs_trace``) for the collapse table and the verdict
             (:mod:`locedit.analysis.verdict`, the summary's first paragraph).
+        tracing: ``tracing.parquet``, for where each localizer peaks (``table_localizers``).
     """
     main, fmt = frames["main"], meta["dataset_format"]
     t7_num = 8 if fmt == "zsre" else 7
@@ -412,7 +416,18 @@ def build_tables(
                 "from one backward pass per fact.",
             )
             for m in ("rewrite", "overall")
-        ],
+        ]
+        + (
+            [(
+                "Where each localizer peaks (layers 1-indexed)",
+                peak_table(tracing, (meta["trace_kind"], int(meta["trace_window"]))),
+                "Per fact, the layer of the largest tracing effect (max over tokens); the last "
+                "column: how often a run's peak is the regressions' localizer's. A localizer whose "
+                "peak barely varies between facts has little to predict with.",
+            )]
+            if tracing is not None
+            else []
+        ),
         SUMMARY_TABLE: [
             (
                 "Summary of this run",
