@@ -243,7 +243,8 @@ def main() -> None:
         for path in args.write:
             names = write_blocks(path, new)
             done.update(names)
-            print(f"{path}: rewrote", ", ".join(names) or "nothing")
+            if names:
+                print(f"{path}: rewrote", ", ".join(names))
         if missing := sorted(set(new) - done):
             print("blocks no file has:", ", ".join(missing))
         return

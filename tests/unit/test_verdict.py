@@ -48,6 +48,17 @@ def test_broken_cross_validation_hands_the_answer_to_the_clustered_test():
     assert "held-out gains are not meaningful (median -250" in text
     assert text.startswith("Does localization inform editing on m? Mostly yes.")
     assert "wild cluster bootstrap) finds a gain at p < 0.05 in 5 of 5" in text
+    assert "A likely cause" not in text  # no tracing effects given: no cause named
+
+
+def test_an_exploding_tracing_effect_is_named_as_the_likely_cause():
+    """SmolLM2-135M: one fact whose noise barely moved its answer has effects up to 1,857."""
+    edits = _edits(SPREAD).assign(trace_effect=[0.5 + (i % 7) for i in range(len(SPREAD))])
+    edits.loc[edits["case_id"] == 3, "trace_effect"] = 1856.8
+    text = verdict(_reg([-300] * 5, cv=-250.0), edits, 0.05, "m", "t")
+    assert "A likely cause: the tracing effect of fact 3 reaches 1,857, where every other fact's stays below 6.5" in text
+    calm = verdict(_reg([-300] * 5, cv=-250.0), edits.assign(trace_effect=1.0), 0.05, "m", "t")
+    assert "A likely cause" not in calm
 
 
 @pytest.mark.parametrize("peaks, caveat", [
