@@ -177,11 +177,12 @@ def test_best_localizer_per_problem_with_its_fact_aware_test():
                           rows("trace_effect_last", [0.9, 0.9], [0.0, 0.0])])  # not a localizer
     out = dict(best_localizers(main, features, alpha=0.05))
     ei = out["best localizer, Error Injection (rewrite, of 2)"]
-    assert ei.startswith("Zeroing: mean Diff R² 0.030") and "in 1 of 2 methods (Tracing)" in ei
+    assert ei == ("Zeroing: mean Diff R² 0.030, wild bootstrap p < 0.05 in 0 of 2 methods; all "
+                  "localizers: 1 of 4 (localizer, method) pairs, 0.2 expected by chance")
     ff = out["best localizer, Fact Forcing (rewrite, of 2)"]
-    assert ff.startswith("MLP, STR: mean Diff R² 0.050") and "in 1 of 2 methods (MLP, STR)" in ff
+    assert ff.startswith("MLP, STR: mean Diff R² 0.050, wild bootstrap p < 0.05 in 1 of 2 methods")
     none = dict(best_localizers(main.assign(wald_pvalue_wild=0.9), features.iloc[0:0], 0.05))
-    assert "no localizer's gain at p < 0.05" in none["best localizer, Error Injection (rewrite, of 1)"]
+    assert "p < 0.05 in 0 of 2 methods; all localizers: 0 of 2" in none["best localizer, Error Injection (rewrite, of 1)"]
 
 
 def test_peak_table_says_where_each_localizer_peaks():
