@@ -124,7 +124,8 @@ def test_collapse_table_counts_flagged_edits_per_layer():
 
 
 def test_build_tables_renders_every_table(frames):
-    edits = _collapse_edits({("error_injection", "rome", 2): [True, False]})
+    edits = _collapse_edits({("error_injection", "rome", 2): [True, False]}).assign(
+        rewrite_score=[0.9, 0.5], efficacy_success=[1.0, 1.0], gen_rewrite_score=[1.0, 0.0])
     tables = build_tables(frames, META, 0.05, 2, edits=edits)
     assert list(tables) == TABLE_NAMES
     for name, sections in tables.items():
@@ -201,3 +202,20 @@ def test_peak_table_says_where_each_localizer_peaks():
     assert out.loc["MLP", "most common peak"] == "1 (75%)" and out.loc["MLP", "distinct peaks"] == 2
     assert out.loc["MLP, STR", "peak layer, median [quartiles]"] == "3 [2, 3]"
     assert out.loc["MLP, STR", "same peak as mlp/5"] == "25%" and out.loc["MLP, STR", "facts"] == 4
+
+
+def test_generation_table_sets_generated_beside_teacher_forced_success():
+    from locedit.analysis.edit_tables import generation_table
+
+    edits = pd.DataFrame({
+        "variant": ["error_injection"] * 4 + ["fact_erasure"] * 2, "method": ["rome"] * 6,
+        "rewrite_score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4], "efficacy_success": [1, 1, 1, 0, 1, 1],
+        "gen_rewrite_score": [1, 0, 0, 0, 1, 0], "paraphrase_success": [1, 0, 1, 0, 1, 1],
+        "gen_paraphrase_score": [0.5, 0, 0, 0, 1, 1], "gen_neighborhood_score": [1, 1, 0.9, 1, 1, 1],
+    })  # fmt: skip
+    table = generation_table(edits)
+    assert table[["Problem", "Method"]].values.tolist() == [["Error Injection", "ROME"], ["Fact Erasure", "ROME"]]
+    ei = table.iloc[0]
+    assert ei["Rewrite score"] == "0.750" and ei["p(new) > p(old)"] == "75.0%" and ei["Rewrite generated"] == "25.0%"
+    assert ei["Paraphrase generated"] == "12.5%" and ei["Neighborhood generation kept"] == "97.5%" and ei["n"] == 4
+    assert generation_table(edits.assign(gen_rewrite_score=float("nan"))).empty  # edits made before

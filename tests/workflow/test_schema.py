@@ -123,11 +123,16 @@ def test_bad_engine_settings_are_refused_by_the_schema(key, value, named):
     assert named in str(err.value)
 
 
-def test_analysis_metric_choices_are_the_analysis_metrics():
-    """The schema's outcome-metric choices are locedit.analysis.METRICS (the probes' included),
-    which the schema cannot import: a metric added to one and not the other fails here."""
+def test_analysis_metric_and_tracing_kind_choices_are_the_registrys():
+    """The assembled schema's outcome-metric choices are locedit.analysis.METRICS (the probes'
+    and the generation scores included) and its tracing kinds the registry's: assemble_schema.py
+    writes them (its --check is tested with the schema)."""
     from locedit.analysis import METRICS
+    from locedit.registry.kinds import TRACE_KINDS
 
-    analysis = yaml.safe_load((REPO / "workflow/schemas/analysis.schema.yaml").read_text())
+    props = yaml.safe_load(SCHEMA.read_text())["properties"]
     for key in ("metrics", "robustness_metrics"):
-        assert analysis["properties"][key]["items"]["enum"] == list(METRICS), key
+        assert props["analysis"]["properties"][key]["items"]["enum"] == list(METRICS), key
+    tracing = props["tracing"]["properties"]
+    assert tracing["runs"]["items"]["properties"]["kind"]["enum"] == list(TRACE_KINDS)
+    assert tracing["peak_run"]["properties"]["kind"]["enum"] == list(TRACE_KINDS)

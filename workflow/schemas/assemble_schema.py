@@ -24,6 +24,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "src"))
+from locedit.analysis import METRICS  # noqa: E402
 from locedit.registry.kinds import TRACE_KINDS  # noqa: E402
 from locedit.registry.methods import METHODS  # noqa: E402
 
@@ -106,6 +107,9 @@ def assemble() -> str:
     tracing = body["tracing"]["properties"]
     tracing["runs"]["items"]["properties"]["kind"]["enum"] = list(TRACE_KINDS)
     tracing["peak_run"]["properties"]["kind"]["enum"] = list(TRACE_KINDS)
+    # The outcome metrics are the analysis stage's (locedit.analysis.METRICS).
+    for key in ("metrics", "robustness_metrics"):
+        body["analysis"]["properties"][key]["items"]["enum"] = list(METRICS)
     dumped = yaml.safe_dump(body, sort_keys=False, width=100, allow_unicode=True)
     indented = "".join(f"  {line}" if line.strip() else line for line in dumped.splitlines(True))
     return head + MARKER + indented

@@ -12,6 +12,7 @@ Modules:
 """
 
 from locedit.editing.probes import PROBE_METRICS
+from locedit.editing.metrics import GEN_METRICS
 from locedit.registry import methods, variants
 
 # Outcome metrics regressed on tracing, and the edits.parquet column each one reads; the
@@ -24,6 +25,9 @@ METRICS = {
     "essence": "essence_score",
     "overall": "overall_score",
     **PROBE_METRICS,
+    # Beyond the paper: does the edited model generate the answer (locedit.editing.metrics.
+    # generation_scores)? Last, for the same reason as the probes.
+    **GEN_METRICS,
 }
 # Display order and labels of problems and methods: the registry's.
 VARIANTS = list(variants.VARIANTS)

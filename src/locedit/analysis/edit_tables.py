@@ -61,6 +61,31 @@ def collapse_table(edits: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: Columns of :func:`generation_table`: (edits column, label); means over a row's edits.
+GENERATION = [
+    ("rewrite_score", "Rewrite score"), ("efficacy_success", "p(new) > p(old)"),
+    ("gen_rewrite_score", "Rewrite generated"), ("paraphrase_success", "Paraphrase p(new) > p(old)"),
+    ("gen_paraphrase_score", "Paraphrase generated"), ("gen_neighborhood_score", "Neighborhood generation kept"),
+]  # fmt: skip
+
+
+def generation_table(edits: pd.DataFrame) -> pd.DataFrame:
+    """Per (problem, method): the teacher-forced measures of success beside the generated ones
+    (greedy decoding produces the answer; fact erasure: no longer produces it), means over the
+    row's edits, in percent (the rewrite score as a fraction)."""
+    have = [(c, label) for c, label in GENERATION if c in edits.columns]
+    if edits.empty or "gen_rewrite_score" not in edits.columns or edits["gen_rewrite_score"].isna().all():
+        return pd.DataFrame(columns=["Problem", "Method"])
+    means = edits.groupby(["variant", "method"], observed=True)[[c for c, _ in have]].mean()
+    cells = paper_order(means.join(edits.groupby(["variant", "method"], observed=True).size().rename("n"))
+                        .reset_index()).reset_index(drop=True)  # fmt: skip
+    out = row_labels(cells)
+    for col, label in have:
+        out[label] = [_fmt(v) if col == "rewrite_score" else _percent(v) for v in cells[col]]
+    out["n"] = cells["n"].astype(int).to_numpy()
+    return out
+
+
 #: Localisation features compared in :func:`localizer_table`: (column, label), the paper's
 #: tracing first, then every other localizer of the registry (short names for the two best known).
 _SHORT = {"zero": "Zeroing", "atp": "AtP"}

@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 
 from locedit.analysis import METHOD_LABELS, METHODS, METRICS, VARIANT_LABELS, VARIANTS
 from locedit.editing.probes import PROBE_LABELS
+from locedit.editing.metrics import GEN_LABELS
 from locedit.analysis.regression import pearson
 from locedit.registry.analysis import HEADLINE
 
@@ -30,6 +31,7 @@ METRIC_LABELS = {
     "overall_essence": "Overall + Essence",
     "efficacy_magnitude": "Rewrite magnitude p*(new) − p*(true)",
     **PROBE_LABELS,
+    **GEN_LABELS,
 }
 FEATURE_LABELS = {
     "trace_effect": "Tracing Effect (fraction restored, max over tokens)",

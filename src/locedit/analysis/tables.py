@@ -15,7 +15,7 @@ import pandas as pd
 
 from locedit.analysis import METHOD_LABELS, VARIANT_LABELS, reference
 from locedit.analysis.edit_tables import (
-    best_localizers, collapse_table, localizer_table, paper_order, peak_table, row_labels,
+    best_localizers, collapse_table, generation_table, localizer_table, paper_order, peak_table, row_labels,
 )
 from locedit.analysis.verdict import localizer_label, verdict
 from locedit.registry.analysis import HEADLINE
@@ -226,7 +226,7 @@ TABLE_NAMES = [
     "table1_rome_rewrite", "table2_concentrated", "table3_rewrite", "table4_paraphrase",
     "table5_neighborhood", "table6_overall", "table7_errors", "table_essence", "table_windows",
     "robust_inference", "comparison_paper", "collapse_rates", "table_localizers",
-    "summary",
+    "table_generation", "summary",
 ]  # fmt: skip
 #: The run's one-page summary (the README quotes it).
 SUMMARY_TABLE = TABLE_NAMES[-1]
@@ -428,6 +428,17 @@ def build_tables(
             if tracing is not None
             else []
         ),
+        "table_generation": [
+            (
+                "Beyond the paper: does the edited model say it? Teacher-forced vs generated success",
+                generation_table(edits if edits is not None else pd.DataFrame()),
+                "p(new) > p(old): the teacher-forced success of ROME's efficacy (p(old) > p(new) "
+                "for fact erasure). Generated: greedy decoding from the prompt produces the new "
+                "answer (fact erasure: no longer produces the old one); paraphrases averaged. "
+                "Neighborhood generation kept: the share of neighbourhood prompts whose greedy "
+                "answer the edit left as it was. Percent of the row's edits (n).",
+            )
+        ],
         SUMMARY_TABLE: [
             (
                 "Summary of this run",

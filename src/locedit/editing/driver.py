@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from locedit.registry.methods import get_method
 from locedit.adapters import d_model, n_layers
 from locedit.editing.evaluate import evaluate_case
-from locedit.editing.metrics import edit_scores
+from locedit.editing.metrics import GEN_COLUMNS, edit_scores, generation_scores
 from locedit.editing.probes import COLUMNS as PROBE_COLUMNS
 from locedit.editing.probes import probe_scores
 from locedit.editing.types import restore
@@ -54,6 +54,7 @@ EDIT_COLUMNS = [
     "neighborhood_pre", "neighborhood_post", "essence_ppl_pre", "essence_ppl_post",
     "efficacy_success", "efficacy_magnitude", "paraphrase_success", "paraphrase_magnitude",
     "neighborhood_success", "neighborhood_magnitude",
+    *GEN_COLUMNS,
     *PROBE_COLUMNS,
     "opt_seconds", "update_seconds", "eval_seconds", "edit_seconds", "edited_layers",
 ]  # fmt: skip
@@ -104,7 +105,7 @@ def score_edit(
     and return the results row."""
     t1 = time.perf_counter()
     try:
-        post, ppl_post = evaluate_case(
+        post, ppl_post, hits = evaluate_case(
             model,
             tok,
             case,
@@ -136,6 +137,7 @@ def score_edit(
             cap=essence_cap,
         )
     )
+    row.update(generation_scores(case, case.get("pre_gen", {}), hits))
     row.update(probe_scores(case, case["pre"], post, case.get("pre_greedy")))
     opt_s = float(info.get("opt_seconds", edit_seconds))
     row.update(

@@ -165,10 +165,11 @@ def evaluate_case(
     noise: torch.Tensor | None = None,
     max_tokens: int = 100,
     batch_size: int = 64,
-) -> tuple[dict[str, dict[str, list[float]]], float]:
-    """``(probe probabilities, mean essence perplexity)`` of the model as it is now."""
-    probs = probe_probabilities(model, tokenizer, case, noise=noise, batch_size=batch_size)
+) -> tuple[dict[str, dict[str, list[float]]], float, dict[str, dict[str, list[bool]]]]:
+    """``(probe probabilities, mean essence perplexity, greedy hits)`` of the model as it is
+    now; the hits (does greedy decoding produce each row's target?) come from the same pass."""
+    probs, hits = probe_probabilities(model, tokenizer, case, noise=noise, batch_size=batch_size, greedy=True)
     ppl = perplexities(
         model, tokenizer, essence_texts, max_tokens=max_tokens, subject=case["subject"], noise=noise
     )
-    return probs, float(sum(ppl) / len(ppl)) if ppl else float("nan")
+    return probs, float(sum(ppl) / len(ppl)) if ppl else float("nan"), hits

@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from locedit.adapters import d_model
 from locedit.editing.essence import ESSENCE_PROMPT, perplexities, sample_texts
-from locedit.editing.evaluate import probe_probabilities
+from locedit.editing.evaluate import FAMILIES, probe_probabilities
 from locedit.editing.probes import case_probes
 from locedit.editing.variants import build_case, case_noise, eligibility
 from locedit.seeds import derived_seed
@@ -166,12 +166,13 @@ def prepare_inputs(
                 if prompts is not None:
                     case["probes"] = prompts
             noise = case_noise(case, tok, dm)
+            case["pre"], hits = probe_probabilities(
+                model, tok, case, noise=noise, batch_size=batch_size, greedy=True
+            )
+            # what the unedited model generates: the edit's generation-based scores start here
+            case["pre_gen"] = {fam: hits.get(fam, {}) for fam in FAMILIES}
             if "probes" in case:
-                case["pre"], case["pre_greedy"] = probe_probabilities(
-                    model, tok, case, noise=noise, batch_size=batch_size, greedy=True
-                )
-            else:
-                case["pre"] = probe_probabilities(model, tok, case, noise=noise, batch_size=batch_size)
+                case["pre_greedy"] = hits
             if noise is None:
                 case["essence_ppl_pre"] = float(ess["ppl"])
             else:  # fact forcing: the subject inside the texts is noised too

@@ -168,6 +168,56 @@ def edit_scores(
     return row
 
 
+#: Generation-based columns of ``edits.parquet`` (:func:`generation_scores`).
+GEN_COLUMNS = [
+    "gen_rewrite_pre", "gen_rewrite_post", "gen_rewrite_score",
+    "gen_paraphrase_pre", "gen_paraphrase_post", "gen_paraphrase_score",
+    "gen_neighborhood_pre", "gen_neighborhood_post", "gen_neighborhood_score",
+]  # fmt: skip
+
+
+#: Generation-based outcome metrics of the analysis -> their edits.parquet columns, and labels.
+GEN_METRICS = {"gen_rewrite": "gen_rewrite_score", "gen_paraphrase": "gen_paraphrase_score",
+               "gen_neighborhood": "gen_neighborhood_score"}  # fmt: skip
+GEN_LABELS = {"gen_rewrite": "Rewrite generated", "gen_paraphrase": "Paraphrase generated",
+              "gen_neighborhood": "Neighborhood generation kept"}  # fmt: skip
+
+
+def generation_scores(
+    case: dict, pre: dict[str, dict[str, list[bool]]], post: dict[str, dict[str, list[bool]]]
+) -> dict[str, float]:
+    """Does the model *generate* the answer, not only rank it? (The "Mirage of Model Editing",
+    Yang et al. 2025: teacher-forced scores overstate what an edited model says.)
+
+    ``pre`` / ``post``: per family and role, whether greedy decoding from each prompt produces
+    the whole role's target (every target token the argmax given the prompt and the target
+    tokens before it: exactly when greedy generation starts with the target;
+    :func:`locedit.editing.evaluate.probe_probabilities` with ``greedy=True``). Columns:
+
+    * ``gen_{rewrite,paraphrase}_{pre,post}``: the share of the family's prompts whose greedy
+      continuation is the edit's target; ``gen_neighborhood_{pre,post}``: the share of
+      neighbourhood prompts whose continuation is the neighbourhood target;
+    * ``gen_{rewrite,paraphrase}_score``: success after the edit, the post share (one minus it
+      for fact erasure, whose edit removes the target); ``gen_neighborhood_score``: the share of
+      neighbourhood prompts whose continuation the edit left as it was (the target produced
+      before and after, or neither).
+    """
+    minimize = bool(case["minimize"])
+    row: dict[str, float] = {}
+    for fam, role in (("rewrite", "target"), ("paraphrase", "target"), ("neighborhood", "nbr")):
+        before = np.asarray(pre.get(fam, {}).get(role, []), dtype=float)
+        after = np.asarray(post.get(fam, {}).get(role, []), dtype=float)
+        if after.size == 0 or before.size != after.size:
+            row.update({f"gen_{fam}_{k}": float("nan") for k in ("pre", "post", "score")})
+            continue
+        row[f"gen_{fam}_pre"], row[f"gen_{fam}_post"] = float(before.mean()), float(after.mean())
+        if fam == "neighborhood":
+            row[f"gen_{fam}_score"] = float((before == after).mean())
+        else:
+            row[f"gen_{fam}_score"] = 1.0 - float(after.mean()) if minimize else float(after.mean())
+    return row
+
+
 def flag_collapse(edits: pd.DataFrame, essence_ppl_ratio: float = 2.0) -> pd.DataFrame:
     """``edits`` with ``essence_ppl_ratio`` (post/pre essence perplexity) and ``collapsed``
     (ratio >= ``essence_ppl_ratio``; False where the ratio is undefined) appended.
