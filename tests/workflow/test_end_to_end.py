@@ -145,8 +145,8 @@ def test_join_regressions_and_tables(study, cfg):
         assert col in reg.columns, col
     ok = reg[reg["status"] == "ok"]
     assert len(ok) >= 0.8 * len(reg), reg["status"].value_counts()
-    for col in ("r2_layer", "r2_both"):
-        assert ok[col].between(0, 1).all(), col
+    for col in ("r2_layer", "r2_both"):  # up to float rounding: a binary outcome the layer
+        assert ok[col].between(-1e-12, 1 + 1e-12).all(), col  # cannot explain gives -2.2e-16
     # Adding Layer x Trace never lowers the in-sample fit of nested OLS models.
     assert (ok["r2_both"] >= ok["r2_layer"] - 1e-9).all()
     assert np.allclose(ok["r2_diff"], ok["r2_both"] - ok["r2_layer"], atol=1e-9)
