@@ -104,6 +104,7 @@ def trace(model, device, dtype, prompt, subject, target, kind, partner, contrast
         raise _bad("--partner", f"--kind {kind} replaces the subject: name the subject put in its place")
     _model_shape(model)
     from locedit import api  # torch and transformers: after the checks
+    from locedit.tracing.corruption import PartnerError
 
     lm = api.load(model, device=device, dtype=dtype)
     with warnings.catch_warnings():
@@ -111,10 +112,8 @@ def trace(model, device, dtype, prompt, subject, target, kind, partner, contrast
         try:
             res = api.trace(lm, prompt, subject, target, kind=kind, window=window, samples=samples,
                             noise_std=noise_std, seed=seed, partner=partner, contrast=contrast)
-        except ValueError as err:
-            if partner and "partner" in str(err):
-                raise _bad("--partner", str(err)) from None
-            raise
+        except PartnerError as err:
+            raise _bad("--partner", str(err)) from None
     _echo_known(res.known, target)
     out = out or Path(f"trace_{re.sub(r'[^A-Za-z0-9]+', '_', subject).strip('_')}.png")
     api.plot_trace(res, out)

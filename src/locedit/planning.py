@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from locedit.files import atomic_path
+
 
 def export_package_path(src: str | Path) -> None:
     """Put ``src`` first on ``PYTHONPATH`` for every job this process starts (local, conda or
@@ -44,8 +46,6 @@ def report_landing_page(template: str | Path, summary: str | Path, out: str | Pa
             + Path(template).read_text())
     out = Path(out)
     if not out.is_file() or out.read_text() != page:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(page)
-        tmp.replace(out)
+        with atomic_path(out) as tmp:  # a temporary of its own: cluster jobs plan concurrently
+            tmp.write_text(page)
     return str(out.resolve())

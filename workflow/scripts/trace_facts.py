@@ -25,11 +25,10 @@ def main(snakemake) -> None:
     log = setup_logging(snakemake)
     p = snakemake.params
     start, stop = p.positions
-    everything = read_json(snakemake.input.records)
-    records = everything[start:stop]
+    pool = [flat_fact(r) for r in read_json(snakemake.input.records)]  # STR partners come from all
     known = pd.read_parquet(snakemake.input.facts, columns=["case_id", "is_correct"])
     correct = set(known.loc[known["is_correct"].astype(bool), "case_id"].astype(int))
-    facts = [flat_fact(r) for r in records]
+    facts = pool[start:stop]
     if p.only_correct:
         facts = [f for f in facts if f["case_id"] in correct]
     noise_std = float(read_json(snakemake.input.noise)["noise_std"])
@@ -58,7 +57,7 @@ def main(snakemake) -> None:
             o_noise_max_tokens=p.o_noise_max_tokens,
             progress=tqdm(facts, file=stream, desc="trace", mininterval=5),
             cache_dir=p.cache,
-            pool=[flat_fact(r) for r in everything],  # where STR runs find partner subjects
+            pool=pool,
             fingerprint=job_fingerprint(
                 {k: getattr(p, k) for k in FINGERPRINT_PARAMS}, snakemake.input
             ),

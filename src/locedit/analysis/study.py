@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 # Alternative localisation features regressed like trace_effect (Figs 14, 16, 21), and beyond
 # the paper each other localizer: attribution patching's estimates, and tracing with other
 # corruption, direction or metric (the run's traced ones; locedit.registry.kinds).
-ALT_FEATURES = ["trace_effect_last", "trace_effect_abs_last"] + [f"{k}_effect" for k in LOCALIZER_KINDS]
+LOCALIZER_FEATURES = [f"{k}_effect" for k in LOCALIZER_KINDS]
+ALT_FEATURES = ["trace_effect_last", "trace_effect_abs_last", *LOCALIZER_FEATURES]
 CORR_FEATURES = [
     "trace_effect",
     "trace_effect_last",
@@ -68,14 +69,10 @@ def add_robust(reg: pd.DataFrame, df: pd.DataFrame, settings: RobustSettings) ->
     )
 
 
-#: The other localizers' features: each gets the fact-aware tests of the paper's tracing on the
-#: rewrite score, so the summary can say which localizer predicts edit success best.
-LOCALIZER_FEATURES = [f"{k}_effect" for k in LOCALIZER_KINDS]
-
-
 def _localizer_tests(features: pd.DataFrame, df: pd.DataFrame, robust: RobustSettings) -> pd.DataFrame:
-    """``features`` with the ``robust`` columns on the rewrite rows of the localizers (NaN on
-    the other rows: the last-token and absolute effects are the paper's robustness checks)."""
+    """``features`` with the ``robust`` columns on the rewrite rows of the other localizers
+    (:data:`LOCALIZER_FEATURES`), so the summary can say which predicts edit success best (NaN
+    on the other rows: the last-token and absolute effects are the paper's robustness checks)."""
     tested = features["feature"].isin(LOCALIZER_FEATURES) & (features["metric"] == "rewrite")
     if not tested.any():
         return features.reindex(columns=[*features.columns, *ROBUST_COLUMNS])

@@ -41,8 +41,7 @@ def str_partner(
         ``(partner, ids [n_subject])``, ``ids`` replacing the tokens of the fact's subject span.
     """
     prompt, subject = fact["prompt"], fact["subject"]
-    s0, s1 = subject_token_range(tokenizer, prompt, subject)
-    ids = tokenizer(prompt.format(subject))["input_ids"]
+    ids, s0, s1 = _subject_ids(tokenizer, prompt, subject)
     truth = str(fact["target_true"]).strip().lower()
     seen, same, other = {subject}, [], []
     for cand in sorted(pool, key=lambda r: (str(r["subject"]), int(r["case_id"]))):
@@ -58,21 +57,30 @@ def str_partner(
     return None
 
 
+class PartnerError(ValueError):
+    """A partner subject chosen by hand cannot replace the fact's subject token for token."""
+
+
 def partner_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, subject: str, partner: str) -> list[int]:
     """The token ids of ``partner`` that replace ``subject``'s in ``prompt`` (one fact traced
     with a partner chosen by hand).
 
     Raises:
-        ValueError: the partner's tokens in the prompt are not as many as the subject's, or the
-            rest of the prompt tokenises differently around them.
+        PartnerError: the partner's tokens in the prompt are not as many as the subject's, or
+            the rest of the prompt tokenises differently around them.
     """
-    s0, s1 = subject_token_range(tokenizer, prompt, subject)
-    ids = tokenizer(prompt.format(subject))["input_ids"]
+    ids, s0, s1 = _subject_ids(tokenizer, prompt, subject)
     alt = _aligned(tokenizer, prompt, partner, ids, s0, s1)
     if alt is None:
-        raise ValueError(f"partner {partner!r} does not replace {subject!r} token for token in {prompt!r} "
+        raise PartnerError(f"partner {partner!r} does not replace {subject!r} token for token in {prompt!r} "
                          f"({s1 - s0} subject tokens; symmetric token replacement needs as many)")
     return alt[s0:s1]
+
+
+def _subject_ids(tokenizer, prompt: str, subject: str) -> tuple[list[int], int, int]:
+    """``(ids of prompt.format(subject), subject span start, end)``."""
+    s0, s1 = subject_token_range(tokenizer, prompt, subject)
+    return tokenizer(prompt.format(subject))["input_ids"], s0, s1
 
 
 def _aligned(tokenizer, prompt: str, subject: str, ids: list[int], s0: int, s1: int) -> list[int] | None:

@@ -53,11 +53,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from locedit.adapters import module_for, n_layers
+from locedit.adapters import n_layers
 from locedit.io import open_checkpoints, read_json, write_json, write_parquet
 from locedit.registry.kinds import TRACE_KINDS
 from locedit.tracing.corruption import str_partner
@@ -228,9 +227,7 @@ def _trace_fact(
                 else:
                     partner, ids = found
                     row["str_partner"] = int(partner["case_id"])
-                    with torch.no_grad():  # the partner's subject embeddings [n_subject, d_model]
-                        rows = module_for(model, "embed")(torch.tensor(ids, device=next(model.parameters()).device))
-                    replaced = FactTracer(*args, noise_std=0.0, samples=1, replacement=rows, **common)
+                    replaced = FactTracer(*args, noise_std=0.0, samples=1, replacement=ids, **common)
             if replaced:
                 grids.append(grid_frame(cid, replaced.trace(kind, window)))
         else:

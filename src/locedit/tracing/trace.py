@@ -125,9 +125,10 @@ class FactTracer:
         row_budget: maximum rows per batched replay (memory knob).
         arg_cache: recorded block arguments to share with other facts traced with this model
             (a tracing job passes one to all its facts); a fresh one by default.
-        replacement: ``[n_subject, d_model]`` embedding outputs that replace the subject's in
-            the corrupted run (symmetric token replacement, :mod:`locedit.tracing.corruption`;
-            ``samples`` must be 1); ``None`` adds Gaussian noise.
+        replacement: the partner subject's token ids ``[n_subject]``, whose embeddings replace
+            the subject's in the corrupted run (symmetric token replacement,
+            :mod:`locedit.tracing.corruption`; ``samples`` must be 1); ``None`` adds Gaussian
+            noise.
         contrast: the other answer of the ``logit_diff`` metric under Gaussian noise (the
             fact's ``target_new``); under replacement it is the corrupted run's answer.
 
@@ -149,7 +150,7 @@ class FactTracer:
         seed: int = 0,
         row_budget: int = 512,
         arg_cache: SuffixArgsCache | None = None,
-        replacement: torch.Tensor | None = None,
+        replacement: list[int] | None = None,
         contrast: str | None = None,
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
@@ -184,10 +185,11 @@ class FactTracer:
             zero_row = torch.zeros_like(self.noise[:1])
             hook = subject_noise_hook(self.subject_range, torch.cat([zero_row, self.noise]))
         else:
-            if replacement.shape[0] != s1 - s0:
-                raise ValueError(f"replacement has {replacement.shape[0]} rows, the subject {s1 - s0} tokens")
+            if len(replacement) != s1 - s0:
+                raise ValueError(f"replacement has {len(replacement)} tokens, the subject {s1 - s0}")
             self.noise = None  # no Gaussian draws: attribution patching and o_noise need them
-            hook = subject_replace_hook(self.subject_range, replacement)
+            rows = module_for(model, "embed")(torch.tensor(replacement, device=device))  # [n_subject, d]
+            hook = subject_replace_hook(self.subject_range, rows)
         self._contrast_target = contrast
         with fused_activations(model):
             both = cached_forward(
@@ -198,8 +200,8 @@ class FactTracer:
             )
         self.clean, self.noised = both.rows(slice(0, 1)), both.rows(slice(1, None))
         self.additive_blocks = _blocks_are_additive(self.clean)
-        self.p_clean = float(self._probs(self.clean.logits).mean())
-        self.p_noised = float(self._probs(self.noised.logits).mean())
+        self.p_clean = float(self._target_logp(self.clean.logits).exp().mean())
+        self.p_noised = float(self._target_logp(self.noised.logits).exp().mean())
         self.tokens = [tokenizer.decode([t]) for t in self.prompt_ids]
         self._atp_terms: dict[str, torch.Tensor] = {}  # attribution terms per restored kind
 
@@ -230,26 +232,22 @@ class FactTracer:
             return (lambda logp: logp[:, 0, a] - logp[:, 0, b]), lambda v: float(v.mean())
         raise ValueError(f"unknown tracing metric {metric!r}")
 
-    def endpoints(self, metric: str) -> tuple[float, float]:
-        """The clean and the corrupted run's value of ``metric``."""
-        score, mean = self.score_fn(metric)
-        vals = []
-        for run in (self.clean, self.noised):
-            logp = torch.log_softmax(run.logits.float(), dim=-1)
-            if score is None:
-                tgt = torch.tensor(self.target_ids, device=logp.device).view(1, -1, 1)
-                v = logp.gather(-1, tgt.expand(logp.shape[0], -1, 1)).sum((1, 2))
-            else:
-                v = score(logp)
-            vals.append(mean(v.cpu()))
-        return vals[0], vals[1]
+    def _endpoints(self, score, mean) -> tuple[float, float]:
+        """The clean and the corrupted run's value of a metric (:meth:`score_fn`'s pair)."""
 
-    def _probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """``[rows]`` target-sequence probabilities from the read positions' logits
+        def value(logits: torch.Tensor) -> float:
+            if score is None:
+                return mean(self._target_logp(logits))
+            return mean(score(torch.log_softmax(logits.float(), dim=-1)).cpu())
+
+        return value(self.clean.logits), value(self.noised.logits)
+
+    def _target_logp(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[rows]`` target-sequence log-probabilities from the read positions' logits
         ``[rows, n_target, vocab]``."""
         logp = torch.log_softmax(logits.float(), dim=-1)
         tgt = torch.tensor(self.target_ids, device=logp.device).view(1, -1, 1)
-        return logp.gather(-1, tgt.expand(logp.shape[0], -1, 1)).sum((1, 2)).exp().cpu()
+        return logp.gather(-1, tgt.expand(logp.shape[0], -1, 1)).sum((1, 2)).cpu()
 
     def suffix_args(self, offset: int) -> SuffixArgs:
         """Block arguments of a pass over positions ``offset..`` (recorded once per length and
@@ -286,7 +284,7 @@ class FactTracer:
         else:
             base, other = self.clean.expand(self.noised.block_in[0].shape[0]), self.noised
         score, mean = self.score_fn(spec.metric)
-        p_clean, p_noised = self.endpoints(spec.metric)
+        p_clean, p_noised = self._endpoints(score, mean)
         cells = [(t, c) for t in range(self.subject_range[0], P) for c in range(L)]
         patches = []
         for t, c in cells:
@@ -463,11 +461,8 @@ def trace_fact(
     if kind in TRACE_KINDS_REGISTRY and TRACE_KINDS_REGISTRY[kind].corruption == "str":
         if not partner:
             raise ValueError(f"tracing kind {kind!r} replaces the subject: name a partner subject")
-        ids = partner_ids(tokenizer, prompt, subject, partner)
-        with torch.no_grad():
-            rows = module_for(model, "embed")(torch.tensor(ids, device=next(model.parameters()).device))
         tracer = FactTracer(model, tokenizer, prompt, subject, target, noise_std=0.0, samples=1,
-                            replacement=rows, **common)  # fmt: skip
+                            replacement=partner_ids(tokenizer, prompt, subject, partner), **common)  # fmt: skip
         return tracer.trace(kind, window)
     if noise_std is None:
         noise_std = estimate_noise_std(model, tokenizer, [(prompt, subject)])
